@@ -1,0 +1,55 @@
+"""pytest-llmlab: LLM behaviour and energy tests for pytest.
+
+Import the public API from here; submodules are internal and may move.
+"""
+
+from __future__ import annotations
+
+from pytest_llmlab.errors import (
+    EndpointUnreachable,
+    GenerationError,
+    GenerationTimeout,
+    HTTPStatusError,
+    LLMLabError,
+    MissingAPIKey,
+    ModelNotFound,
+    ModelUnavailable,
+    StreamError,
+)
+from pytest_llmlab.llm import LLM, GenerationStream
+from pytest_llmlab.models.base import (
+    Generation,
+    Message,
+    Request,
+    Timings,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+from pytest_llmlab.models.spec import ModelSpec, parse_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LLM",
+    "EndpointUnreachable",
+    "Generation",
+    "GenerationError",
+    "GenerationStream",
+    "GenerationTimeout",
+    "HTTPStatusError",
+    "LLMLabError",
+    "Message",
+    "MissingAPIKey",
+    "ModelNotFound",
+    "ModelSpec",
+    "ModelUnavailable",
+    "Request",
+    "StreamError",
+    "Timings",
+    "TokenLogprob",
+    "TopLogprob",
+    "Usage",
+    "__version__",
+    "parse_spec",
+]

@@ -1,0 +1,281 @@
+"""One validated settings object built from the command line, ini and environment.
+
+Every setting has three spellings: ``--llm-<name>`` on the command line, ``llm_<name>``
+in ``[tool.pytest.ini_options]`` (or pytest.ini / tox.ini / setup.cfg), and
+``LLMLAB_<NAME>`` in the environment. The command line wins, then ini, then the
+environment, then the default. A value that does not parse is a usage error naming
+where it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec_list, split_list
+
+__all__ = ["OPTIONS", "BASE_URLS", "Option", "Settings", "SettingsError", "build_settings"]
+
+
+class SettingsError(ValueError):
+    """A setting that does not parse; the message names its source."""
+
+
+def _parse_models(raw: str) -> list[ModelSpec]:
+    specs = parse_spec_list(raw)
+    if not specs:
+        raise ValueError("no model given")
+    return specs
+
+
+def _parse_temperatures(raw: str) -> list[float]:
+    values: list[float] = []
+    for item in split_list(raw):
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a number") from None
+        if not math.isfinite(value) or not 0.0 <= value <= 2.0:
+            raise ValueError(f"temperature {item} is outside 0..2")
+        if value not in values:
+            values.append(value)
+    if not values:
+        raise ValueError("no temperature given")
+    return values
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float | int]:
+    def parse(raw: str) -> float | int:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a {kind.__name__}") from None
+        if not value > 0:
+            raise ValueError(f"{raw} must be greater than 0")
+        return value
+
+    return parse
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (use true or false)")
+
+
+def _parse_threads(raw: str) -> int | None:
+    if raw.strip().lower() == "auto":
+        return None
+    value = _positive(int)(raw)
+    return int(value)
+
+
+def _parse_url(raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{raw!r} is not an http(s) URL")
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting and its three spellings."""
+
+    name: str
+    help: str
+    parse: Callable[[str], Any]
+    default: str | None
+    flag: bool = False  # a command-line switch without a value
+    cli: bool = True  # some settings (base URLs) live in ini and env only
+    ini_type: str = "string"
+    env: tuple[str, ...] = ()  # environment names besides LLMLAB_<NAME>
+
+    @property
+    def cli_flag(self) -> str:
+        return "--llm-" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return "llm_" + self.name
+
+    @property
+    def ini_key(self) -> str:
+        return "llm_" + self.name
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return ("LLMLAB_" + self.name.upper(), *self.env)
+
+
+#: Default OpenAI-compatible base URL per provider (``local`` picks its own port).
+BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "lmstudio": "http://127.0.0.1:1234/v1",
+    "vllm": "http://127.0.0.1:8000/v1",
+    "llamacpp": "http://127.0.0.1:8080/v1",
+}
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "models",
+        "comma-separated model specs [alias=]provider:model "
+        "(default local:smollm2-135m)",
+        _parse_models,
+        "local:smollm2-135m",
+        ini_type="linelist",
+    ),
+    Option(
+        "temperatures",
+        "comma-separated sampling temperatures, each a test parameter (default 0)",
+        _parse_temperatures,
+        "0",
+        ini_type="linelist",
+    ),
+    Option(
+        "report_dir",
+        "folder for results.jsonl and the other reports (default reports)",
+        str,
+        "reports",
+    ),
+    Option(
+        "timeout",
+        "seconds to wait for a connection and for each streamed chunk (default 120)",
+        _positive(float),
+        "120",
+    ),
+    Option(
+        "skip_unavailable",
+        "skip tests whose model is unavailable (unreachable endpoint, missing API key, "
+        "missing model) instead of erroring",
+        _parse_bool,
+        "false",
+        flag=True,
+    ),
+    Option(
+        "threads",
+        "CPU threads for embedded llama.cpp (default auto: CPU count / xdist workers)",
+        _parse_threads,
+        "auto",
+    ),
+    Option(
+        "ctx",
+        "context size in tokens for embedded llama.cpp (default 4096)",
+        _positive(int),
+        "4096",
+    ),
+    *(
+        Option(
+            f"{provider}_base_url",
+            f"base URL of the {provider}: provider (default {url})",
+            _parse_url,
+            url,
+            cli=False,
+            env=("OPENAI_BASE_URL",) if provider == "openai" else (),
+        )
+        for provider, url in BASE_URLS.items()
+    ),
+)
+
+
+class Settings(BaseModel):
+    """The resolved settings of one session."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    models: list[ModelSpec]
+    temperatures: list[float]
+    report_dir: str
+    timeout: float
+    skip_unavailable: bool
+    threads: int | None
+    ctx: int
+    openai_base_url: str
+    lmstudio_base_url: str
+    vllm_base_url: str
+    llamacpp_base_url: str
+    #: Where each value came from: "command line", "ini llm_x", "env LLMLAB_X", "default".
+    sources: dict[str, str]
+
+    def base_url(self, provider: str) -> str:
+        return str(getattr(self, f"{provider}_base_url"))
+
+
+def cli_type(option: Option) -> Callable[[str], str]:
+    """An argparse ``type=`` that checks the value at parse time and keeps the raw text."""
+
+    def check(raw: str) -> str:
+        try:
+            option.parse(raw)
+        except (ValueError, SpecError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return raw
+
+    check.__name__ = option.cli_flag  # argparse names the type in some messages
+    return check
+
+
+def _ini_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) if value else None
+    text = str(value)
+    return text if text.strip() else None
+
+
+def build_settings(
+    *,
+    cli: Mapping[str, Any],
+    ini: Mapping[str, object],
+    env: Mapping[str, str] | None = None,
+    options: Sequence[Option] = OPTIONS,
+) -> Settings:
+    """Resolve every option: command line, then ini, then environment, then default."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for option in options:
+        candidates: list[tuple[str, str | None]] = []
+        cli_value = cli.get(option.dest)
+        if option.flag:
+            candidates.append(("command line", "true" if cli_value else None))
+        else:
+            candidates.append(("command line", cli_value))
+        candidates.append((f"ini {option.ini_key}", _ini_text(ini.get(option.ini_key))))
+        candidates.extend((f"env {name}", env.get(name) or None) for name in option.env_names)
+        candidates.append(("default", option.default))
+        source, raw = next((s, r) for s, r in candidates if r is not None)
+        try:
+            values[option.name] = option.parse(raw)
+        except (ValueError, SpecError) as exc:
+            where = option.cli_flag if source == "command line" else source
+            raise SettingsError(f"{where}: {exc}") from None
+        sources[option.name] = source
+    return Settings(**values, sources=sources)
+
+
+def default_threads(cpu_count: int | None = None, workers: str | None = None) -> int:
+    """CPU threads per embedded server: the CPUs shared among xdist workers."""
+    cpus = cpu_count or os.cpu_count() or 1
+    count = workers if workers is not None else os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    try:
+        share = max(1, int(count or 1))
+    except ValueError:
+        share = 1
+    return max(1, cpus // share)
+
+
+def report_dir(settings: Settings, invocation_dir: Path) -> Path:
+    """The report folder, relative paths taken from where pytest was started."""
+    path = Path(settings.report_dir).expanduser()
+    return path if path.is_absolute() else invocation_dir / path

@@ -1,0 +1,85 @@
+"""Exceptions a user of pytest-llmlab can catch.
+
+The tree::
+
+    LLMLabError                      anything this package raises on purpose
+    ├── ModelUnavailable             the model cannot be used at all in this session
+    │   ├── EndpointUnreachable      connection refused, DNS failure, connect timeout
+    │   ├── MissingAPIKey            a cloud model whose key variable is not set
+    │   └── ModelNotFound            no such model in the store, bad GGUF path
+    └── GenerationError              one request went wrong
+        ├── HTTPStatusError          the server answered 4xx/5xx (status and its message)
+        ├── GenerationTimeout        nothing arrived within --llm-timeout
+        └── StreamError              the stream broke: cut before [DONE], malformed JSON,
+                                     an error event inside the stream
+
+`ModelUnavailable` is raised while the `llm` fixture is set up, so the test reports as
+an *error* (or a skip under ``--llm-skip-unavailable``); `GenerationError` is raised by
+``llm.generate`` inside the test body. Every message names the model and, where there is
+one, the endpoint, and fits on one line.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EndpointUnreachable",
+    "GenerationError",
+    "GenerationTimeout",
+    "HTTPStatusError",
+    "LLMLabError",
+    "MissingAPIKey",
+    "ModelNotFound",
+    "ModelUnavailable",
+    "StreamError",
+]
+
+
+class LLMLabError(Exception):
+    """Base of every error raised on purpose by pytest-llmlab."""
+
+
+class ModelUnavailable(LLMLabError):
+    """The model cannot be used in this session (checked once, at fixture setup)."""
+
+
+class EndpointUnreachable(ModelUnavailable):
+    """The model's endpoint refused or never accepted the connection."""
+
+
+class MissingAPIKey(ModelUnavailable):
+    """A cloud model needs an API key whose environment variable is unset."""
+
+
+class ModelNotFound(ModelUnavailable):
+    """A `local:` model is neither in the store, pullable, nor an existing GGUF file."""
+
+
+class GenerationError(LLMLabError):
+    """One generation request failed."""
+
+
+class HTTPStatusError(GenerationError):
+    """The endpoint answered with an HTTP error status."""
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class GenerationTimeout(GenerationError):
+    """No byte arrived within the configured timeout."""
+
+
+class StreamError(GenerationError):
+    """The response stream was cut short, malformed, or carried an error event."""
+
+
+def hide_own_frames(excinfo: object) -> bool:
+    """`__tracebackhide__` callable: hide this package's frames for its own errors.
+
+    A user whose endpoint is down wants one line naming the model and URL under the line
+    of their test that called it, not a wall of httpx and plugin frames. Unexpected
+    exceptions (bugs) keep their full traceback.
+    """
+    errisinstance = getattr(excinfo, "errisinstance", None)
+    return bool(errisinstance is not None and errisinstance(LLMLabError))

@@ -1,0 +1,258 @@
+"""The bound model a test receives as the `llm` fixture.
+
+``LLM`` pairs one provider with one model spec and one temperature. It builds the
+Request, streams it, assembles the Generation and hands every finished (or failed)
+generation to a recorder, which is how results reach ``results.jsonl``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from pytest_llmlab.errors import GenerationError, hide_own_frames
+from pytest_llmlab.models.assemble import GenerationAssembler
+from pytest_llmlab.models.base import Generation, Message, Provider, Request, StreamHandle
+from pytest_llmlab.models.spec import ModelSpec
+
+__all__ = ["LLM", "GenerationStream"]
+
+__tracebackhide__ = hide_own_frames
+
+Recorder = Callable[[Generation], None]
+
+
+class GenerationStream:
+    """Answer text chunks as they arrive; `generation` once finished or stopped.
+
+    ``break`` out of the loop, or call `close`, to stop: the connection is dropped, the
+    server stops generating, and `generation` holds what arrived with
+    ``finish_reason == "cancelled"``. Also usable as a context manager.
+    """
+
+    def __init__(
+        self,
+        handle: StreamHandle,
+        assembler: GenerationAssembler,
+        on_finish: Callable[[Generation], None],
+    ) -> None:
+        self._handle = handle
+        self._assembler = assembler
+        self._on_finish = on_finish
+        self._generation: Generation | None = None
+        self._iterator: Iterator[str] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        return self._iterator
+
+    def _iterate(self) -> Iterator[str]:
+        __tracebackhide__ = hide_own_frames
+        if self._generation is not None:
+            return
+        try:
+            for chunk in self._handle:
+                text = self._assembler.add(chunk)
+                if text:
+                    yield text
+        except GenerationError as exc:
+            self._finish(finish_reason="error", error=str(exc))
+            raise
+        tail = self._assembler.flush()
+        if tail:
+            yield tail
+        self._finish()
+
+    @property
+    def text(self) -> str:
+        """The answer received so far."""
+        return self._assembler.text
+
+    @property
+    def finished(self) -> bool:
+        return self._generation is not None
+
+    @property
+    def generation(self) -> Generation:
+        """The finished Generation; stops the stream first if it is still open."""
+        if self._generation is None:
+            self.close()
+        assert self._generation is not None
+        return self._generation
+
+    def close(self) -> None:
+        """Stop the request now (idempotent)."""
+        if self._generation is not None:
+            return
+        if self._iterator is not None:
+            self._iterator.close()
+        self._handle.close()
+        if self._generation is None:
+            self._finish(finish_reason="cancelled")
+
+    def _finish(self, *, finish_reason: str | None = None, error: str | None = None) -> None:
+        generation = self._assembler.finish(finish_reason=finish_reason)
+        if error is not None:
+            generation = generation.model_copy(update={"error": error})
+        self._generation = generation
+        self._on_finish(generation)
+
+    def __enter__(self) -> GenerationStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LLM:
+    """One model at one temperature, ready to generate.
+
+    ``defaults`` are request parameters applied to every call unless the call sets
+    them (the ``@pytest.mark.llm(max_tokens=..., system=..., ...)`` values).
+    """
+
+    def __init__(
+        self,
+        *,
+        model_spec: ModelSpec,
+        temperature: float,
+        provider: Provider,
+        defaults: dict[str, Any] | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.model_spec = model_spec
+        self.temperature = temperature
+        self.provider = provider
+        self.defaults = dict(defaults or {})
+        self._recorder = recorder
+        self._open: list[GenerationStream] = []
+
+    @property
+    def spec(self) -> str:
+        """``provider:model``, without the alias."""
+        return self.model_spec.spec
+
+    @property
+    def alias(self) -> str | None:
+        return self.model_spec.alias
+
+    @property
+    def name(self) -> str:
+        """What ids and reports show: the alias, or the spec."""
+        return self.model_spec.display
+
+    @property
+    def endpoint(self) -> str:
+        return self.provider.endpoint
+
+    def __repr__(self) -> str:
+        return f"<LLM {self.name} T={self.temperature:g}>"
+
+    def build_request(
+        self,
+        prompt: str | None = None,
+        *,
+        system: str | None = None,
+        messages: Sequence[dict[str, str] | Message] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        logprobs: bool = True,
+        **params: Any,
+    ) -> Request:
+        """The Request `generate` would send (defaults applied)."""
+        system = system if system is not None else self.defaults.get("system")
+        chat: list[Message] = []
+        if system:
+            chat.append(Message(role="system", content=system))
+        for message in messages or ():
+            chat.append(message if isinstance(message, Message) else Message(**message))
+        if prompt is not None:
+            chat.append(Message(role="user", content=prompt))
+        if not chat or all(m.role == "system" for m in chat):
+            raise ValueError("llm.generate needs a prompt or messages")
+        stop = stop if stop is not None else self.defaults.get("stop")
+        merged_params = {**self.defaults.get("params", {}), **params}
+        top_logprobs = merged_params.pop("top_logprobs", None)
+        return Request(
+            messages=chat,
+            temperature=self.temperature if temperature is None else temperature,
+            max_tokens=max_tokens if max_tokens is not None else self.defaults.get("max_tokens"),
+            seed=seed if seed is not None else self.defaults.get("seed"),
+            stop=[stop] if isinstance(stop, str) else (list(stop) if stop else None),
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            params=merged_params,
+        )
+
+    def stream(self, prompt: str | None = None, **kwargs: Any) -> GenerationStream:
+        """Start a generation; iterate the result for answer text as it arrives.
+
+        Takes the same arguments as `generate`.
+        """
+        __tracebackhide__ = hide_own_frames
+        request = self.build_request(prompt, **kwargs)
+        assembler = GenerationAssembler(
+            request=request,
+            model=self.name,
+            spec=self.spec,
+            provider=self.model_spec.provider,
+        )
+        handle = self.provider.stream_chunks(request)
+        stream = GenerationStream(handle, assembler, self._finished)
+        self._open.append(stream)
+        return stream
+
+    def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        system: str | None = None,
+        messages: Sequence[dict[str, str] | Message] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        logprobs: bool = True,
+        **params: Any,
+    ) -> Generation:
+        """Generate a full answer and return it as a `Generation`.
+
+        ``messages`` (OpenAI-style dicts) come before ``prompt``, which is sent as the
+        last user message; ``system`` is prepended. Other keyword arguments go into the
+        request body verbatim (``top_p``, ``response_format``, ``top_logprobs``...).
+        """
+        __tracebackhide__ = hide_own_frames
+        stream = self.stream(
+            prompt,
+            system=system,
+            messages=messages,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            stop=stop,
+            logprobs=logprobs,
+            **params,
+        )
+        for _ in stream:
+            pass
+        return stream.generation
+
+    def _finished(self, generation: Generation) -> None:
+        self._open = [s for s in self._open if not s.finished]
+        if self._recorder is not None:
+            self._recorder(generation)
+
+    def close(self) -> None:
+        """Stop streams the test left open (called at fixture teardown)."""
+        for stream in list(self._open):
+            stream.close()
+        self._open.clear()

@@ -1,0 +1,1 @@
+"""Providers: spec parsing, the Request/Generation models, one module per wire protocol."""

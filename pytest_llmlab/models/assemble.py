@@ -1,0 +1,239 @@
+"""Assemble a Generation from OpenAI-format stream chunks as they arrive.
+
+Kept apart from the HTTP client so the same assembly serves every provider module that
+translates its wire format into these chunks, and so it can be tested on plain dicts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from pytest_llmlab.models.base import (
+    Generation,
+    Request,
+    Timings,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+
+__all__ = ["GenerationAssembler", "ThinkSplitter"]
+
+
+class ThinkSplitter:
+    """Split streamed text into answer and ``<think>...</think>`` reasoning.
+
+    Tags may be cut across chunks, so a tail that could still become a tag is held back
+    until the next chunk decides it. Whitespace right after a closing tag is dropped so
+    the answer does not start with the blank lines models put there.
+    """
+
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self) -> None:
+        self.in_think = False
+        self._pending = ""
+        self._after_close = False
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """Return the (answer, reasoning) text that this chunk settles."""
+        buffer = self._pending + text
+        self._pending = ""
+        answer: list[str] = []
+        reasoning: list[str] = []
+        while buffer:
+            tag = self.CLOSE if self.in_think else self.OPEN
+            index = buffer.find(tag)
+            if index >= 0:
+                self._emit(buffer[:index], answer, reasoning)
+                buffer = buffer[index + len(tag) :]
+                self.in_think = not self.in_think
+                self._after_close = not self.in_think
+                continue
+            keep = _partial_suffix(buffer, tag)
+            self._emit(buffer[: len(buffer) - keep], answer, reasoning)
+            self._pending = buffer[len(buffer) - keep :]
+            break
+        return "".join(answer), "".join(reasoning)
+
+    def flush(self) -> tuple[str, str]:
+        """The held-back tail once the stream has ended."""
+        answer: list[str] = []
+        reasoning: list[str] = []
+        self._emit(self._pending, answer, reasoning)
+        self._pending = ""
+        return "".join(answer), "".join(reasoning)
+
+    def _emit(self, text: str, answer: list[str], reasoning: list[str]) -> None:
+        if not text:
+            return
+        if self.in_think:
+            reasoning.append(text)
+            return
+        if self._after_close:
+            text = text.lstrip()
+            if not text:
+                return
+            self._after_close = False
+        answer.append(text)
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of `text` that is a proper start of `tag`."""
+    for size in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-size:]):
+            return size
+    return 0
+
+
+def _token(entry: dict[str, Any]) -> TokenLogprob | None:
+    logprob = entry.get("logprob")
+    if not isinstance(logprob, int | float):
+        return None
+    top = [
+        TopLogprob(token=str(alt.get("token", "")), logprob=float(alt["logprob"]))
+        for alt in entry.get("top_logprobs") or []
+        if isinstance(alt, dict) and isinstance(alt.get("logprob"), int | float)
+    ]
+    # llama.cpp reports -inf as a very large negative number; keep what was sent.
+    return TokenLogprob(token=str(entry.get("token", "")), logprob=float(logprob), top=top)
+
+
+class GenerationAssembler:
+    """Feed chunks with `add`; `finish` returns the Generation."""
+
+    def __init__(
+        self,
+        *,
+        request: Request,
+        model: str,
+        spec: str,
+        provider: str,
+        clock_ns: Any = time.monotonic_ns,
+    ) -> None:
+        self.request = request
+        self.model = model
+        self.spec = spec
+        self.provider = provider
+        self._clock_ns = clock_ns
+        self.started_ns = clock_ns()
+        self.first_token_ns: int | None = None
+        self._splitter = ThinkSplitter()
+        self._answer: list[str] = []
+        self._reasoning: list[str] = []
+        self._tokens: list[TokenLogprob] = []
+        self._content_chunks = 0
+        self._usage: dict[str, Any] | None = None
+        self._server_timings: dict[str, Any] = {}
+        self.finish_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The answer so far."""
+        return "".join(self._answer)
+
+    def add(self, chunk: dict[str, Any]) -> str:
+        """Take one chunk; return the answer text it adds (possibly empty)."""
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        if isinstance(chunk.get("timings"), dict):
+            self._server_timings = chunk["timings"]
+        added: list[str] = []
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+            content = delta.get("content") or ""
+            if (reasoning or content) and self.first_token_ns is None:
+                self.first_token_ns = self._clock_ns()
+            if reasoning:
+                self._reasoning.append(str(reasoning))
+            if content:
+                self._content_chunks += 1
+                answer, thought = self._splitter.feed(str(content))
+                if thought:
+                    self._reasoning.append(thought)
+                if answer:
+                    self._answer.append(answer)
+                    added.append(answer)
+            logprobs = choice.get("logprobs") or {}
+            for entry in logprobs.get("content") or []:
+                if isinstance(entry, dict) and (token := _token(entry)) is not None:
+                    self._tokens.append(token)
+            if choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
+        return "".join(added)
+
+    def flush(self) -> str:
+        """Settle text held back by the think splitter; return the answer part."""
+        answer, thought = self._splitter.flush()
+        if thought:
+            self._reasoning.append(thought)
+        if answer:
+            self._answer.append(answer)
+        return answer
+
+    def finish(self, *, finish_reason: str | None = None) -> Generation:
+        """Build the Generation; `finish_reason` overrides the server's (e.g. ``cancelled``)."""
+        self.flush()
+        finished_ns = self._clock_ns()
+        usage = self._build_usage()
+        return Generation(
+            text="".join(self._answer),
+            reasoning="".join(self._reasoning).strip(),
+            tokens=self._tokens,
+            usage=usage,
+            timings=self._build_timings(usage, finished_ns),
+            finish_reason=finish_reason or self.finish_reason,
+            model=self.model,
+            spec=self.spec,
+            provider=self.provider,
+            temperature=self.request.temperature,
+            request=self.request,
+        )
+
+    def _build_usage(self) -> Usage:
+        raw = self._usage or {}
+        completion = raw.get("completion_tokens")
+        prompt = raw.get("prompt_tokens")
+        if isinstance(completion, int):
+            return Usage(
+                prompt_tokens=prompt if isinstance(prompt, int) else 0,
+                completion_tokens=completion,
+                reported=True,
+            )
+        # No usage from the server: count tokens from logprobs, else content chunks.
+        counted = len(self._tokens) or self._content_chunks
+        return Usage(prompt_tokens=0, completion_tokens=counted, reported=False)
+
+    def _build_timings(self, usage: Usage, finished_ns: int) -> Timings:
+        total_s = (finished_ns - self.started_ns) / 1e9
+        ttft_s = None
+        prefill = decode = None
+        if self.first_token_ns is not None:
+            ttft_s = (self.first_token_ns - self.started_ns) / 1e9
+            if usage.prompt_tokens and ttft_s > 0:
+                prefill = usage.prompt_tokens / ttft_s
+            decode_s = (finished_ns - self.first_token_ns) / 1e9
+            # The first token belongs to prefill; the rest were decoded after it.
+            if usage.completion_tokens > 1 and decode_s > 0:
+                decode = (usage.completion_tokens - 1) / decode_s
+        return Timings(
+            ttft_s=ttft_s,
+            total_s=total_s,
+            prefill_tokens_per_s=prefill,
+            decode_tokens_per_s=decode,
+            started_ns=self.started_ns,
+            first_token_ns=self.first_token_ns,
+            finished_ns=finished_ns,
+            server={k: v for k, v in self._server_timings.items() if _plain(v)},
+        )
+
+
+def _plain(value: object) -> bool:
+    return isinstance(value, str | int | bool) or (
+        isinstance(value, float) and math.isfinite(value)
+    )

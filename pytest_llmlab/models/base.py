@@ -1,0 +1,165 @@
+"""What every provider exchanges: the Request sent, the Generation returned.
+
+These are pydantic models because they cross process boundaries (xdist workers, JSONL
+records, cassettes) and users inspect them in assertions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Generation",
+    "Message",
+    "Provider",
+    "Request",
+    "Timings",
+    "TokenLogprob",
+    "TopLogprob",
+    "Usage",
+]
+
+
+class Message(BaseModel):
+    """One chat message as sent to the model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    content: str
+
+
+class Request(BaseModel):
+    """Everything sent for one generation, minus credentials."""
+
+    messages: list[Message]
+    temperature: float
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    logprobs: bool = True
+    top_logprobs: int | None = None
+    #: Extra provider parameters passed through verbatim (``top_p``, ``response_format``...).
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def prompt(self) -> str:
+        """The last user message: what reports show as "the prompt"."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+
+class TopLogprob(BaseModel):
+    """One alternative the model considered at a position."""
+
+    token: str
+    logprob: float
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.logprob)
+
+
+class TokenLogprob(BaseModel):
+    """One generated token with its log-probability and the top alternatives."""
+
+    token: str
+    logprob: float
+    top: list[TopLogprob] = Field(default_factory=list)
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.logprob)
+
+
+class Usage(BaseModel):
+    """Token counts. ``reported`` is False when the server sent none and we counted."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reported: bool = True
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Timings(BaseModel):
+    """Client-side timings of one streamed generation, in seconds.
+
+    Measured the same way for every provider (wall clock around the HTTP stream), so
+    models served by different backends compare fairly. ``server`` keeps whatever timing
+    block the server reported (llama.cpp's ``timings``), untouched.
+    """
+
+    ttft_s: float | None = None
+    total_s: float = 0.0
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
+    #: CLOCK_MONOTONIC nanoseconds of request start, first token and end: the energy
+    #: window edges, comparable between processes of one host.
+    started_ns: int = 0
+    first_token_ns: int | None = None
+    finished_ns: int = 0
+    server: dict[str, Any] = Field(default_factory=dict)
+
+
+class Generation(BaseModel):
+    """One finished generation: the answer, its tokens, usage, timings and energy."""
+
+    text: str
+    reasoning: str = ""
+    tokens: list[TokenLogprob] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    timings: Timings = Field(default_factory=Timings)
+    #: The server's reason (``stop``, ``length``...), ``cancelled`` when the caller
+    #: stopped the stream early, ``error`` when the request failed part-way.
+    finish_reason: str | None = None
+    #: The error message when the request failed part-way (recorded, then raised).
+    error: str | None = None
+    #: The model as shown in ids and reports (the alias when one was given).
+    model: str
+    #: The canonical ``provider:model`` spec.
+    spec: str
+    provider: str
+    temperature: float
+    request: Request
+    #: Filled by the energy meter (issue 3); None until then.
+    energy: Any = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Provider(Protocol):
+    """A backend that streams OpenAI-format chat chunks for a Request.
+
+    Implementations: `pytest_llmlab.models.openai.OpenAICompatible` (every
+    OpenAI-style HTTP endpoint) and `pytest_llmlab.models.local.EmbeddedLlamaCpp`
+    (starts llama.cpp in-process, then streams through the former).
+    """
+
+    #: What error messages name as the endpoint.
+    endpoint: str
+
+    def ensure_available(self) -> None:
+        """Raise `ModelUnavailable` with the reason if the model cannot be used."""
+
+    def stream_chunks(self, request: Request) -> StreamHandle:
+        """Open the stream; iterate the handle for chunk dicts, close it to stop early."""
+
+    def close(self) -> None:
+        """Release connections and servers."""
+
+
+class StreamHandle(Protocol):
+    """An open chunk stream: iterate it, or close it to stop the request."""
+
+    def __iter__(self) -> Any: ...
+
+    def close(self) -> None: ...

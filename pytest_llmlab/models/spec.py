@@ -1,0 +1,112 @@
+"""Model specs: ``[alias=]provider:model`` strings, parsed and validated.
+
+``provider`` is split at the first colon only, so model names may hold colons
+(``ollama:qwen2.5:7b``) and local paths may be absolute (``local:/models/x.gguf``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["PROVIDERS", "ModelSpec", "SpecError", "parse_spec", "parse_spec_list"]
+
+#: Providers this version understands, with what each one talks to.
+PROVIDERS: dict[str, str] = {
+    "local": "embedded llama.cpp (xllamacpp) running a GGUF from the model store or a path",
+    "openai": "OpenAI or any OpenAI-compatible endpoint (OPENAI_BASE_URL, OPENAI_API_KEY)",
+    "lmstudio": "LM Studio server, default http://127.0.0.1:1234/v1",
+    "vllm": "vLLM OpenAI-compatible server, default http://127.0.0.1:8000/v1",
+    "llamacpp": "llama.cpp llama-server, default http://127.0.0.1:8080/v1",
+}
+
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class SpecError(ValueError):
+    """A model spec that cannot be parsed; the message names the spec."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model to run: ``provider:model``, optionally shown under an alias."""
+
+    provider: str
+    model: str
+    alias: str | None = None
+
+    @property
+    def spec(self) -> str:
+        """The canonical ``provider:model`` string."""
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def display(self) -> str:
+        """What test ids and reports show: the alias when there is one."""
+        return self.alias or self.spec
+
+    def __str__(self) -> str:
+        return f"{self.alias}={self.spec}" if self.alias else self.spec
+
+
+def _valid_providers() -> str:
+    return ", ".join(sorted(PROVIDERS))
+
+
+def parse_spec(text: str) -> ModelSpec:
+    """Parse ``[alias=]provider:model``; raise `SpecError` naming the spec."""
+    raw = text.strip()
+    alias: str | None = None
+    body = raw
+    # An alias is a bare word before "=", so "openai:gpt=x" style model names survive.
+    head, sep, rest = raw.partition("=")
+    if sep and ":" not in head:
+        alias, body = head.strip(), rest.strip()
+        if not alias or not _ALIAS_RE.match(alias):
+            raise SpecError(
+                f"invalid alias {alias!r} in model spec {raw!r}: use letters, digits, '_', '-', '.'"
+            )
+    provider, colon, model = body.partition(":")
+    provider, model = provider.strip(), model.strip()
+    if not colon or not provider or not model:
+        raise SpecError(
+            f"invalid model spec {raw!r}: expected 'provider:model' "
+            f"(valid providers: {_valid_providers()})"
+        )
+    if provider not in PROVIDERS:
+        raise SpecError(
+            f"unknown provider {provider!r} in model spec {raw!r} "
+            f"(valid providers: {_valid_providers()})"
+        )
+    return ModelSpec(provider=provider, model=model, alias=alias)
+
+
+def split_list(values: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Split comma- or newline-separated option values into stripped, non-empty items."""
+    items = [values] if isinstance(values, str) else list(values)
+    out: list[str] = []
+    for item in items:
+        for line in item.splitlines():
+            out.extend(part.strip() for part in line.split(",") if part.strip())
+    return out
+
+
+def parse_spec_list(values: str | list[str] | tuple[str, ...]) -> list[ModelSpec]:
+    """Parse a list of specs, keeping the first of each display name.
+
+    Two entries that would show under the same name but mean different models are an
+    error: a report row must name one model.
+    """
+    specs: list[ModelSpec] = []
+    seen: dict[str, ModelSpec] = {}
+    for item in split_list(values):
+        spec = parse_spec(item)
+        previous = seen.get(spec.display)
+        if previous is None:
+            seen[spec.display] = spec
+            specs.append(spec)
+        elif previous.spec != spec.spec:
+            raise SpecError(
+                f"alias {spec.display!r} names two models: {previous.spec!r} and {spec.spec!r}"
+            )
+    return specs

@@ -1,0 +1,357 @@
+"""pytest hooks and fixtures: wiring only.
+
+Options come from `pytest_llmlab.config`, providers from `pytest_llmlab.models`,
+records and the JSONL writer from `pytest_llmlab.results`. This module decides when
+each is called.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pytest_llmlab.config import (
+    OPTIONS,
+    Settings,
+    SettingsError,
+    build_settings,
+    cli_type,
+    report_dir,
+)
+from pytest_llmlab.errors import ModelUnavailable
+from pytest_llmlab.llm import LLM
+from pytest_llmlab.models.base import Generation
+from pytest_llmlab.models.registry import ProviderPool
+from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec, split_list
+from pytest_llmlab.results import RECORD_KEY, JsonlWriter, record_from_generation
+
+MARKER_KEYS = ("models", "temperatures", "max_tokens", "system", "seed", "stop")
+MARKER_HELP = (
+    "llm(models=[...], temperatures=[...], max_tokens=None, system=None, seed=None, "
+    "stop=None, **params): run this test on these models/temperatures instead of the "
+    "session's, and use these generation defaults"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LLMCase:
+    """One parametrization: a model at a temperature (the value behind each test id)."""
+
+    model: ModelSpec
+    temperature: float
+
+    @property
+    def id(self) -> str:
+        return f"{self.model.display}-T{self.temperature:g}"
+
+
+@dataclass
+class SessionState:
+    settings: Settings
+    pool: ProviderPool
+    writer: JsonlWriter | None  # None on xdist workers: only the controller writes
+    announce: Callable[[str], None]
+
+
+@dataclass
+class ItemRecords:
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    call_outcome: str | None = None
+
+
+STATE = pytest.StashKey[SessionState]()
+RECORDS = pytest.StashKey[ItemRecords]()
+
+
+# -- options --------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llmlab", "LLM behaviour and energy tests (pytest-llmlab)")
+    for option in OPTIONS:
+        if option.cli:
+            if option.flag:
+                group.addoption(
+                    option.cli_flag, action="store_true", default=None, dest=option.dest,
+                    help=option.help,
+                )  # fmt: skip
+            else:
+                group.addoption(
+                    option.cli_flag, action="store", default=None, dest=option.dest,
+                    type=cli_type(option), metavar=option.name.upper(), help=option.help,
+                )  # fmt: skip
+        ini_help = f"{option.help} (env {', '.join(option.env_names)})"
+        parser.addini(option.ini_key, ini_help, type=option.ini_type, default=None)  # type: ignore[arg-type]
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _announcer(config: pytest.Config) -> Callable[[str], None]:
+    """Print one line to the terminal even while pytest captures output."""
+
+    def announce(message: str) -> None:
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        capture = config.pluginmanager.getplugin("capturemanager")
+        if reporter is None:
+            print(message, file=sys.stderr)
+        elif capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(message)
+        else:
+            reporter.write_line(message)
+
+    return announce
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    ini = {option.ini_key: config.getini(option.ini_key) for option in OPTIONS}
+    try:
+        settings = build_settings(cli=vars(config.option), ini=ini)
+    except SettingsError as exc:
+        raise pytest.UsageError(f"pytest-llmlab: {exc}") from None
+    announce = _announcer(config)
+    writer = None
+    if not _is_worker(config):
+        directory = report_dir(settings, config.invocation_params.dir)
+        writer = JsonlWriter(directory / "results.jsonl")
+        config.pluginmanager.register(RecordSink(writer), "llmlab-record-sink")
+    config.stash[STATE] = SessionState(
+        settings=settings,
+        pool=ProviderPool(settings, announce=announce),
+        writer=writer,
+        announce=announce,
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        state.pool.close()
+        if state.writer is not None:
+            state.writer.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash[STATE]
+    settings = state.settings
+    models = ", ".join(str(spec) for spec in settings.models)
+    temperatures = ", ".join(f"{t:g}" for t in settings.temperatures)
+    return [
+        f"llmlab: models {models} ({settings.sources['models']}); "
+        f"temperatures {temperatures} ({settings.sources['temperatures']}); "
+        f"reports {report_dir(settings, config.invocation_params.dir)}"
+    ]
+
+
+# -- parametrization ------------------------------------------------------------------
+
+
+def _marker_values(definition: pytest.Function) -> dict[str, Any]:
+    """Merge every ``llm`` marker on the test, the closest one winning per key."""
+    merged: dict[str, Any] = {}
+    for marker in definition.iter_markers("llm"):
+        if marker.args:
+            raise SpecError(
+                "@pytest.mark.llm takes keyword arguments only, "
+                "e.g. @pytest.mark.llm(models=['local:smollm2-135m'])"
+            )
+        for key, value in marker.kwargs.items():
+            merged.setdefault(key, value)
+    return merged
+
+
+def _marker_models(value: Any, session: list[ModelSpec]) -> list[ModelSpec]:
+    """Marker model entries: specs, or bare names of session aliases."""
+    aliases = {spec.alias: spec for spec in session if spec.alias}
+    specs: list[ModelSpec] = []
+    for item in split_list(value):
+        spec = aliases[item] if ":" not in item and item in aliases else parse_spec(item)
+        if spec.display not in {s.display for s in specs}:
+            specs.append(spec)
+    return specs
+
+
+def _marker_temperatures(value: Any) -> list[float]:
+    from pytest_llmlab.config import OPTIONS as options
+
+    parse = next(o.parse for o in options if o.name == "temperatures")
+    items = [value] if isinstance(value, int | float) else list(value)
+    return parse(",".join(str(v) for v in items))  # type: ignore[no-any-return]
+
+
+def llm_cases(settings: Settings, marker: dict[str, Any]) -> list[LLMCase]:
+    """The ordered, de-duplicated cases for one test: models x temperatures."""
+    models = settings.models
+    if "models" in marker:
+        models = _marker_models(marker["models"], settings.models)
+    temperatures = settings.temperatures
+    if "temperatures" in marker:
+        try:
+            temperatures = _marker_temperatures(marker["temperatures"])
+        except ValueError as exc:
+            raise SpecError(f"temperatures: {exc}") from None
+    if not models:
+        raise SpecError("models=[] selects no model")
+    return [LLMCase(model, t) for model in models for t in temperatures]
+
+
+_PARAM_FIXTURES = {"llm", "llm_spec", "llm_temperature", "llm_case"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if not _PARAM_FIXTURES.intersection(metafunc.fixturenames):
+        return
+    settings = metafunc.config.stash[STATE].settings
+    try:
+        cases = llm_cases(settings, _marker_values(metafunc.definition))
+    except SpecError as exc:
+        pytest.fail(f"{metafunc.definition.nodeid}: @pytest.mark.llm: {exc}", pytrace=False)
+    metafunc.parametrize("llm_case", cases, ids=[case.id for case in cases])
+
+
+# -- fixtures -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def llm_case(request: pytest.FixtureRequest) -> LLMCase:
+    """The model and temperature of this test (parametrized by the plugin)."""
+    pytest.fail(
+        "the llm fixtures are parametrized at collection: request `llm` as a test or "
+        "fixture argument, not through request.getfixturevalue()",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def llm_spec(llm_case: LLMCase) -> str:
+    """The ``provider:model`` spec of this test's parametrization."""
+    return llm_case.model.spec
+
+
+@pytest.fixture
+def llm_temperature(llm_case: LLMCase) -> float:
+    """The temperature of this test's parametrization."""
+    return llm_case.temperature
+
+
+def _generation_defaults(marker: dict[str, Any]) -> dict[str, Any]:
+    defaults = {k: marker[k] for k in ("max_tokens", "system", "seed", "stop") if k in marker}
+    params = {k: v for k, v in marker.items() if k not in MARKER_KEYS}
+    if params:
+        defaults["params"] = params
+    return defaults
+
+
+@pytest.fixture
+def llm(request: pytest.FixtureRequest, llm_case: LLMCase) -> Iterator[LLM]:
+    """The model of this parametrization, bound to its temperature.
+
+    ``llm.generate(prompt, ...)`` returns a Generation; ``llm.stream(prompt, ...)``
+    iterates text chunks. The endpoint is checked (and a local model loaded) here, so
+    an unavailable model errors the test at setup, or skips it under
+    ``--llm-skip-unavailable``.
+    """
+    state = request.config.stash[STATE]
+    provider = state.pool.get(llm_case.model)
+    try:
+        provider.ensure_available()
+    except ModelUnavailable as exc:
+        if state.settings.skip_unavailable:
+            pytest.skip(f"model unavailable: {exc}")
+        pytest.fail(str(exc), pytrace=False)
+    item = request.node
+    records = item.stash.setdefault(RECORDS, ItemRecords())
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+    def record(generation: Generation) -> None:
+        records.pending.append(
+            record_from_generation(
+                generation, test_id=item.nodeid, alias=llm_case.model.alias, worker=worker
+            )
+        )
+
+    bound = LLM(
+        model_spec=llm_case.model,
+        temperature=llm_case.temperature,
+        provider=provider,
+        defaults=_generation_defaults(_marker_values(item)),
+        recorder=record,
+    )
+    yield bound
+    bound.close()
+
+
+# -- reporting ------------------------------------------------------------------------
+
+
+def _outcome(report: pytest.TestReport, records: ItemRecords) -> str | None:
+    """The test outcome a record carries, or None while it is not yet known."""
+    if report.when == "call":
+        if hasattr(report, "wasxfail"):
+            return "xfailed" if report.skipped else "xpassed"
+        return report.outcome
+    if report.failed:
+        return "error"
+    if report.when == "setup":
+        return "skipped" if report.skipped else None
+    return records.call_outcome or "passed"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None] | Any:
+    report: pytest.TestReport = yield
+    records = item.stash.get(RECORDS, None)
+    if records is None:
+        return report
+    outcome = _outcome(report, records)
+    if report.when == "call":
+        records.call_outcome = outcome
+    if records.pending and outcome is not None:
+        properties = list(report.user_properties)  # a copy: pytest shares the item's list
+        for record in records.pending:
+            properties.append((RECORD_KEY, {**record, "outcome": outcome}))
+        records.pending.clear()
+        report.user_properties = properties
+    return report
+
+
+class RecordSink:
+    """Writes the records on every report as it arrives (the controller only).
+
+    Registered per config, so nested pytest sessions (pytester) keep their own files.
+    Under xdist this hook runs on the controller for every worker's report.
+    """
+
+    def __init__(self, writer: JsonlWriter) -> None:
+        self.writer = writer
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in getattr(report, "user_properties", None) or ():
+            if name == RECORD_KEY and isinstance(value, dict):
+                self.writer.write(value)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE, None)
+    if state is not None:
+        state.pool.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None or state.writer is None or not state.writer.count:
+        return
+    terminalreporter.write_line(
+        f"llmlab: {state.writer.count} generation(s) recorded in {state.writer.path}"
+    )
