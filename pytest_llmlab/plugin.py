@@ -203,11 +203,10 @@ def llm_cases(settings: Settings, marker: dict[str, Any]) -> list[LLMCase]:
     return [LLMCase(model, t) for model in models for t in temperatures]
 
 
-_PARAM_FIXTURES = {"llm", "llm_spec", "llm_temperature", "llm_case"}
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if not _PARAM_FIXTURES.intersection(metafunc.fixturenames):
+    # `llm`, `llm_spec` and `llm_temperature` all depend on `llm_case`; a test module
+    # that overrides `llm` with its own fixture is left alone.
+    if "llm_case" not in metafunc.fixturenames:
         return
     settings = metafunc.config.stash[STATE].settings
     try:
@@ -261,12 +260,15 @@ def llm(request: pytest.FixtureRequest, llm_case: LLMCase) -> Iterator[LLM]:
     """
     state = request.config.stash[STATE]
     provider = state.pool.get(llm_case.model)
+    unavailable: str | None = None
     try:
         provider.ensure_available()
     except ModelUnavailable as exc:
+        unavailable = str(exc)
+    if unavailable is not None:  # outside the except: no chained traceback in the report
         if state.settings.skip_unavailable:
-            pytest.skip(f"model unavailable: {exc}")
-        pytest.fail(str(exc), pytrace=False)
+            pytest.skip(f"model unavailable: {unavailable}")
+        pytest.fail(unavailable, pytrace=False)
     item = request.node
     records = item.stash.setdefault(RECORDS, ItemRecords())
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")

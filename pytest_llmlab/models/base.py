@@ -135,6 +135,14 @@ class Generation(BaseModel):
     def __str__(self) -> str:
         return self.text
 
+    def __repr_args__(self) -> Any:
+        # Assertion rewriting prints reprs: keep them to what a failing test needs.
+        yield "model", self.model
+        yield "temperature", self.temperature
+        yield "text", self.text
+        yield "finish_reason", self.finish_reason
+        yield "completion_tokens", self.usage.completion_tokens
+
 
 class Provider(Protocol):
     """A backend that streams OpenAI-format chat chunks for a Request.

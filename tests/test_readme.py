@@ -1,0 +1,70 @@
+"""The README stays true: its commands, its examples and its option list."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import pytest_llmlab
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:
+    first = code_blocks("bash")[0].strip().splitlines()
+    assert README.index("```bash") < README.index("\n## ")
+    assert len(first) == 2
+    assert "pytest examples/" in first[0] and "llmlab models pull smollm2-135m" in first[0]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert first[1] in ci
+
+
+def test_python_examples_in_the_readme_pass(pytester: pytest.Pytester) -> None:
+    tests = [block for block in code_blocks("python") if "def test_" in block]
+    assert len(tests) >= 5
+    for number, block in enumerate(tests):
+        pytester.makepyfile(**{f"test_readme_{number}": block})
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=len(tests))
+
+
+def test_every_command_line_option_is_documented(pytester: pytest.Pytester) -> None:
+    help_text = pytester.runpytest("--help").stdout.str()
+    flags = set(re.findall(r"(--llm-[a-z0-9-]+)", help_text))
+    assert flags, "no --llm-* options found in --help"
+    missing = sorted(flag for flag in flags if flag not in README)
+    assert not missing, f"options not in README.md: {missing}"
+    for ini in re.findall(r"^\s+(llm_[a-z0-9_]+) \(", help_text, flags=re.M):
+        assert ini in README, f"ini key {ini} not in README.md"
+
+
+def test_public_api_is_sorted_and_importable() -> None:
+    assert pytest_llmlab.__all__ == sorted(pytest_llmlab.__all__)
+    for name in pytest_llmlab.__all__:
+        assert hasattr(pytest_llmlab, name), name
+
+
+def test_every_module_imports_without_warnings() -> None:
+    names = [
+        module.name
+        for module in pkgutil.walk_packages(pytest_llmlab.__path__, "pytest_llmlab.")
+    ]
+    assert "pytest_llmlab.plugin" in names and "pytest_llmlab.models.openai" in names
+    code = "\n".join(f"import {name}" for name in names)
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in names:
+            importlib.import_module(name)
