@@ -31,13 +31,13 @@ from pytest_llmlab.models.spec import ModelSpec, parse_spec
 __version__ = "0.1.0"
 
 __all__ = [
+    "LLM",
     "EndpointUnreachable",
     "Generation",
     "GenerationError",
     "GenerationStream",
     "GenerationTimeout",
     "HTTPStatusError",
-    "LLM",
     "LLMLabError",
     "Message",
     "MissingAPIKey",

@@ -1,8 +1,8 @@
 """The ``llmlab`` command: manage the model store.
 
-    llmlab models pull smollm2-135m       fetch, verify and store a known model
-    llmlab models list                    what the store holds (name, size, path)
-    llmlab models list --endpoint URL     what an OpenAI-compatible server offers
+llmlab models pull smollm2-135m       fetch, verify and store a known model
+llmlab models list                    what the store holds (name, size, path)
+llmlab models list --endpoint URL     what an OpenAI-compatible server offers
 """
 
 from __future__ import annotations

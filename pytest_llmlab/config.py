@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec_list, split_list
 
-__all__ = ["OPTIONS", "BASE_URLS", "Option", "Settings", "SettingsError", "build_settings"]
+__all__ = ["BASE_URLS", "OPTIONS", "Option", "Settings", "SettingsError", "build_settings"]
 
 
 class SettingsError(ValueError):
@@ -51,7 +51,7 @@ def _parse_temperatures(raw: str) -> list[float]:
     return values
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], float | int]:
+def _positive(kind: type[int | float]) -> Callable[[str], float | int]:
     def parse(raw: str) -> float | int:
         try:
             value = kind(raw)
@@ -128,8 +128,7 @@ BASE_URLS: dict[str, str] = {
 OPTIONS: tuple[Option, ...] = (
     Option(
         "models",
-        "comma-separated model specs [alias=]provider:model "
-        "(default local:smollm2-135m)",
+        "comma-separated model specs [alias=]provider:model (default local:smollm2-135m)",
         _parse_models,
         "local:smollm2-135m",
         ini_type="linelist",

@@ -7,9 +7,9 @@ generation to a recorder, which is how results reach ``results.jsonl``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from pytest_llmlab.errors import GenerationError, hide_own_frames
 from pytest_llmlab.models.assemble import GenerationAssembler
@@ -41,14 +41,14 @@ class GenerationStream:
         self._assembler = assembler
         self._on_finish = on_finish
         self._generation: Generation | None = None
-        self._iterator: Iterator[str] | None = None
+        self._iterator: Generator[str, None, None] | None = None
 
     def __iter__(self) -> Iterator[str]:
         if self._iterator is None:
             self._iterator = self._iterate()
         return self._iterator
 
-    def _iterate(self) -> Iterator[str]:
+    def _iterate(self) -> Generator[str, None, None]:
         __tracebackhide__ = hide_own_frames
         if self._generation is not None:
             return
@@ -99,7 +99,7 @@ class GenerationStream:
         self._generation = generation
         self._on_finish(generation)
 
-    def __enter__(self) -> GenerationStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

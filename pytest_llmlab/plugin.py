@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,11 +144,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = state.settings
     models = ", ".join(str(spec) for spec in settings.models)
     temperatures = ", ".join(f"{t:g}" for t in settings.temperatures)
-    return [
+    line = (
         f"llmlab: models {models} ({settings.sources['models']}); "
         f"temperatures {temperatures} ({settings.sources['temperatures']}); "
         f"reports {report_dir(settings, config.invocation_params.dir)}"
-    ]
+    )
+    return [line]
 
 
 # -- parametrization ------------------------------------------------------------------
@@ -242,7 +243,9 @@ def llm_temperature(llm_case: LLMCase) -> float:
 
 
 def _generation_defaults(marker: dict[str, Any]) -> dict[str, Any]:
-    defaults = {k: marker[k] for k in ("max_tokens", "system", "seed", "stop") if k in marker}
+    defaults: dict[str, Any] = {
+        k: marker[k] for k in ("max_tokens", "system", "seed", "stop") if k in marker
+    }
     params = {k: v for k, v in marker.items() if k not in MARKER_KEYS}
     if params:
         defaults["params"] = params
@@ -310,8 +313,8 @@ def _outcome(report: pytest.TestReport, records: ItemRecords) -> str | None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None] | Any:
-    report: pytest.TestReport = yield
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     records = item.stash.get(RECORDS, None)
     if records is None:
         return report

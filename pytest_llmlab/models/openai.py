@@ -12,7 +12,7 @@ with a one-line message naming the model and the endpoint.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -55,7 +55,7 @@ def _is_loopback(url: str) -> bool:
 
 
 def _connect_reason(exc: Exception) -> str:
-    """"[Errno 111] Connection refused" -> "connection refused"."""
+    """ "[Errno 111] Connection refused" -> "connection refused"."""
     text = str(exc) or type(exc).__name__
     if "]" in text and text.startswith("["):
         text = text.split("]", 1)[1]
@@ -196,7 +196,7 @@ class ChunkStream:
     def __init__(self, owner: OpenAICompatible, body: dict[str, Any]) -> None:
         self._owner = owner
         self._body = body
-        self._iterator: Iterator[dict[str, Any]] | None = None
+        self._iterator: Generator[dict[str, Any], None, None] | None = None
         self.chunks_received = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -209,7 +209,7 @@ class ChunkStream:
         if self._iterator is not None:
             self._iterator.close()  # runs the `with` exit below, closing the response
 
-    def _iterate(self) -> Iterator[dict[str, Any]]:
+    def _iterate(self) -> Generator[dict[str, Any], None, None]:
         __tracebackhide__ = hide_own_frames
         owner = self._owner
         url = f"{owner.base_url}/chat/completions"

