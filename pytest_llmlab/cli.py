@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import httpx
 
 from pytest_llmlab.errors import LLMLabError
-from pytest_llmlab.models.openai import redact_url
+from pytest_llmlab.models.openai import connect_reason, is_loopback, redact_url
 from pytest_llmlab.models.store import KNOWN_MODELS, list_stored, pull, store_home
 
 __all__ = ["main"]
@@ -31,18 +31,34 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _endpoint_models(base: str) -> list[str]:
+    """Model ids from ``GET {base}/models``; ValueError with a one-line reason."""
+    # A proxy set for the internet must not swallow a loopback server.
+    with httpx.Client(timeout=10.0, trust_env=not is_loopback(base)) as client:
+        try:
+            response = client.get(f"{base}/models")
+        except httpx.HTTPError as exc:
+            raise ValueError(connect_reason(exc)) from None
+    if response.status_code >= 400:
+        raise ValueError(f"HTTP {response.status_code} {response.reason_phrase}")
+    try:
+        data = response.json().get("data")
+    except (ValueError, AttributeError):
+        raise ValueError("the answer is not an OpenAI model list") from None
+    if not isinstance(data, list):
+        raise ValueError("the answer has no 'data' list")
+    return [str(entry.get("id")) for entry in data if isinstance(entry, dict)]
+
+
 def _list_endpoint(url: str) -> int:
     base = url.rstrip("/")
     try:
-        response = httpx.get(f"{base}/models", timeout=10.0)
-        response.raise_for_status()
-        data = response.json().get("data", [])
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        models = _endpoint_models(base)
+    except ValueError as exc:
         print(f"llmlab: cannot list models at {redact_url(base)}: {exc}", file=sys.stderr)
         return 1
-    for entry in data:
-        if isinstance(entry, dict):
-            print(entry.get("id"))
+    for model in models:
+        print(model)
     return 0
 
 

@@ -7,10 +7,34 @@ parser follows the spec's field rules so every one of them reads the same way.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["ServerSentEvent", "iter_events"]
+__all__ = ["ServerSentEvent", "iter_events", "iter_lines"]
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def iter_lines(chunks: Iterable[str]) -> Iterator[str]:
+    """Split decoded text into SSE lines at CR, LF or CRLF only.
+
+    ``str.splitlines`` (and so httpx's ``iter_lines``) also splits at U+2028, U+2029
+    and U+0085, which a model may well generate inside a token: that would cut a
+    ``data:`` line in two.
+    """
+    pending = ""
+    for chunk in chunks:
+        pending += chunk
+        start = 0
+        for match in _LINE_END.finditer(pending):
+            if match.group() == "\r" and match.end() == len(pending):
+                break  # may be the first half of a CRLF split across chunks
+            yield pending[start : match.start()]
+            start = match.end()
+        pending = pending[start:]
+    if pending:  # text without a line end, or one held back for a CR that was last
+        yield pending[:-1] if pending.endswith("\r") else pending
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,8 +160,9 @@ def pull(
 ) -> Path:
     """Fetch a known model into the store, verify its sha256, and return its path.
 
-    Idempotent: a model already stored with the right hash is returned as is. The file
-    appears under its final name only once verified (temp file, then rename).
+    Idempotent: a file already under the final name is returned as is, without hashing
+    98 MB again. That is safe because a file only appears under its final name once
+    verified (temp file, then rename); ``force=True`` fetches and verifies again.
     """
     known = KNOWN_MODELS.get(name)
     if known is None:

@@ -1,0 +1,581 @@
+"""A loopback protocol double of the OpenAI chat-completions streaming format.
+
+This is NOT a real model server and NOT a real OpenAI endpoint: it is a tiny threaded
+HTTP/1.1 server on 127.0.0.1 (random port) that speaks only the documented wire format
+of ``POST /v1/chat/completions`` with ``stream: true`` -- ``data: {chat.completion.chunk
+json}`` events separated by blank lines, ending with ``data: [DONE]``, usage in a last
+chunk with empty ``choices`` when ``stream_options.include_usage`` is sent, and
+per-token ``logprobs.content[{token, logprob, top_logprobs}]`` when ``logprobs`` is
+asked for -- plus ``GET /v1/models``. It plays scripted behaviours (a normal stream,
+stalls, HTTP errors, cut streams, malformed data, error events, a non-SSE answer) so
+tests can check how the client reacts, and it records every request it received.
+
+Usage::
+
+    with serve_loopback() as server:
+        server.play(stream(["Hi", "!"]), http_error(500, "boom"))
+        ...  # point OpenAICompatible at server.base_url
+        assert server.requests[0].body["stream"] is True
+
+Every stall is bounded (`STALL_LIMIT_S`) and released when the context exits; leaving
+the context stops the server and joins every handler thread, so no thread outlives the
+test that started it.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import socketserver
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, Literal
+
+__all__ = [
+    "STALL_LIMIT_S",
+    "LoopbackServer",
+    "RecordedRequest",
+    "Script",
+    "close_without_done",
+    "closed_port",
+    "cut_mid_chunk",
+    "end_without_done",
+    "error_event",
+    "expected_logprob",
+    "expected_top",
+    "http_error",
+    "json_answer",
+    "malformed",
+    "serve_loopback",
+    "stall",
+    "stream",
+    "until_disconnect",
+]
+
+#: The longest any scripted stall or wait lasts, even if the test never releases it.
+STALL_LIMIT_S = 10.0
+
+#: Socket timeout of each handler: a client that connects and sends nothing is dropped.
+_HANDLER_SOCKET_TIMEOUT_S = 5.0
+
+Kind = Literal[
+    "stream",
+    "stall",
+    "http_error",
+    "end_without_done",
+    "close_without_done",
+    "cut_mid_chunk",
+    "malformed",
+    "error_event",
+    "json_answer",
+    "until_disconnect",
+]
+
+
+@dataclass(frozen=True)
+class Script:
+    """One scripted answer to one ``POST /chat/completions``. Build with the helpers."""
+
+    kind: Kind = "stream"
+    tokens: tuple[str, ...] = ("Hello", ",", " world")
+    reasoning: tuple[str, ...] = ()
+    finish_reason: str = "stop"
+    prompt_tokens: int = 7
+    #: Send usage even when ``include_usage`` was not asked (False: never send it).
+    usage: bool = True
+    status: int = 200
+    message: str = ""
+    #: For "http_error": an OpenAI-style JSON error body; False: `message` as plain text.
+    json_body: bool = True
+    #: For "stall": send headers and these many token chunks first; None: send nothing.
+    stall_after: int | None = None
+    bad_data: str = ""
+    #: Interleave ``: keep-alive`` comments and ``event:`` / ``id:`` / ``retry:`` lines.
+    comments: bool = False
+    event_lines: bool = False
+    #: Line ending of the SSE lines.
+    newline: str = "\n"
+
+
+def stream(tokens: list[str] | tuple[str, ...] = ("Hello", ",", " world"), **kw: Any) -> Script:
+    """A normal stream: role chunk, one chunk per token, finish chunk, usage, [DONE]."""
+    return Script(kind="stream", tokens=tuple(tokens), **kw)
+
+
+def stall(after_chunks: int | None = None, tokens: tuple[str, ...] = ("Hel",)) -> Script:
+    """Accept and read the request, then send nothing (``after_chunks=None``), or send the
+    headers and `after_chunks` token chunks, then stall until the test ends."""
+    return Script(kind="stall", stall_after=after_chunks, tokens=tokens)
+
+
+def http_error(status: int, message: str, *, json_body: bool = True) -> Script:
+    """An HTTP error status with an OpenAI-style ``{"error": {"message": ...}}`` body
+    (or `message` as plain text when ``json_body`` is False)."""
+    return Script(kind="http_error", status=status, message=message, json_body=json_body)
+
+
+def end_without_done(tokens: tuple[str, ...] = ("Hel", "lo")) -> Script:
+    """Token chunks, then a clean end of the chunked body, never ``data: [DONE]``."""
+    return Script(kind="end_without_done", tokens=tokens)
+
+
+def close_without_done(tokens: tuple[str, ...] = ("Hel", "lo")) -> Script:
+    """A close-delimited body (no chunked encoding): token chunks, then the socket closes."""
+    return Script(kind="close_without_done", tokens=tokens)
+
+
+def cut_mid_chunk(tokens: tuple[str, ...] = ("Hel", "lo")) -> Script:
+    """Token chunks, then half of a chunked-encoding chunk, then the socket closes."""
+    return Script(kind="cut_mid_chunk", tokens=tokens)
+
+
+def malformed(bad_data: str, tokens: tuple[str, ...] = ("Hel",)) -> Script:
+    """Token chunks, then a ``data:`` line whose payload is not JSON."""
+    return Script(kind="malformed", tokens=tokens, bad_data=bad_data)
+
+
+def error_event(message: str, tokens: tuple[str, ...] = ("Hel",)) -> Script:
+    """Token chunks, then ``data: {"error": {"message": ...}}`` inside the stream."""
+    return Script(kind="error_event", tokens=tokens, message=message)
+
+
+def json_answer(text: str = "not streamed") -> Script:
+    """A non-streamed ``chat.completion`` JSON answer (``application/json``)."""
+    return Script(kind="json_answer", tokens=(text,))
+
+
+def until_disconnect(tokens: tuple[str, ...] = ("Hello",)) -> Script:
+    """Token chunks, then nothing until the client drops the connection
+    (`LoopbackServer.disconnected` is set when it does)."""
+    return Script(kind="until_disconnect", tokens=tokens)
+
+
+def expected_logprob(index: int) -> float:
+    """The logprob the double sends for the token at `index` of a stream."""
+    return round(-0.05 * (index + 1), 4)
+
+
+def expected_top(index: int, token: str, count: int) -> list[tuple[str, float]]:
+    """The ``top_logprobs`` alternatives the double sends for that token."""
+    first = expected_logprob(index)
+    return [(token, first)] + [(f"alt{j}", round(first - j, 4)) for j in range(1, count)]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """What the double received: method, path, lower-cased headers and JSON body."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any = None
+    raw_body: bytes = b""
+
+
+@dataclass
+class _State:
+    scripts: deque[Script] = field(default_factory=deque)
+    default: Script = field(default_factory=stream)
+    models_route: bool = True
+    requests: list[RecordedRequest] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = _HANDLER_SOCKET_TIMEOUT_S
+    server: _Server
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output clean
+
+    def _record(self) -> RecordedRequest:
+        self.close_connection = True  # one request per connection: nothing idles at exit
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        recorded = RecordedRequest(
+            method=self.command,
+            path=self.path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            raw_body=raw,
+        )
+        state = self.server.state
+        with state.lock:
+            state.requests.append(recorded)
+        return recorded
+
+    def _head(
+        self, status: int, content_type: str, *, chunked: bool, length: int | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        elif length is not None:
+            self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+    def _write(self, data: bytes, *, chunked: bool) -> None:
+        if chunked:
+            data = f"{len(data):x}\r\n".encode() + data + b"\r\n"
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    # -- routes ---------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._record()
+        if self.path.rstrip("/").endswith("/models") and self.server.state.models_route:
+            body = json.dumps(
+                {"object": "list", "data": [{"id": "loopback-model", "object": "model"}]}
+            )
+            self._json(200, body)
+        else:
+            self._json(404, json.dumps({"error": {"message": f"no route {self.path}"}}))
+
+    def do_POST(self) -> None:
+        recorded = self._record()
+        state = self.server.state
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._json(404, json.dumps({"error": {"message": f"no route {self.path}"}}))
+            return
+        with state.lock:
+            script = state.scripts.popleft() if state.scripts else state.default
+        body = recorded.body if isinstance(recorded.body, dict) else {}
+        try:
+            self._play(script, body)
+        except (BrokenPipeError, ConnectionResetError):
+            state.disconnected.set()  # the client left while we were writing
+
+    def _json(self, status: int, body: str) -> None:
+        data = body.encode()
+        self._head(status, "application/json", chunked=False, length=len(data))
+        self._write(data, chunked=False)
+
+    # -- the OpenAI stream format ---------------------------------------------------
+
+    def _chunk(self, body: dict[str, Any], delta: dict[str, Any], **choice: Any) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-loopback",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": body.get("model", "loopback-model"),
+            "system_fingerprint": "fp_loopback",
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": choice.get("logprobs"),
+                 "finish_reason": choice.get("finish_reason")}
+            ],
+        }  # fmt: skip
+
+    def _token_chunks(self, script: Script, body: dict[str, Any]) -> list[dict[str, Any]]:
+        chunks = [self._chunk(body, {"reasoning_content": text}) for text in script.reasoning]
+        want_logprobs = bool(body.get("logprobs"))
+        top_n = int(body.get("top_logprobs") or 0)
+        for index, token in enumerate(script.tokens):
+            logprobs = None
+            if want_logprobs:
+                logprobs = {
+                    "content": [
+                        {
+                            "token": token,
+                            "logprob": expected_logprob(index),
+                            "bytes": list(token.encode()),
+                            "top_logprobs": [
+                                {"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                for t, lp in expected_top(index, token, top_n)
+                            ],
+                        }
+                    ],
+                    "refusal": None,
+                }
+            chunks.append(self._chunk(body, {"content": token}, logprobs=logprobs))
+        return chunks
+
+    def _event(self, script: Script, payload: dict[str, Any] | str, *, chunked: bool) -> None:
+        nl = script.newline
+        data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+        text = ""
+        if script.comments:
+            text += f": keep-alive{nl}{nl}"
+        if script.event_lines:
+            text += f"event: message{nl}id: 1{nl}retry: 1000{nl}"
+        text += f"data: {data}{nl}{nl}"
+        self._write(text.encode(), chunked=chunked)
+
+    def _usage(self, script: Script, body: dict[str, Any]) -> dict[str, Any] | None:
+        options = body.get("stream_options") or {}
+        if not script.usage or not options.get("include_usage"):
+            return None
+        completion = len(script.tokens) + len(script.reasoning)
+        chunk = self._chunk(body, {})
+        chunk["choices"] = []
+        chunk["usage"] = {
+            "prompt_tokens": script.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": script.prompt_tokens + completion,
+        }
+        return chunk
+
+    def _sse_head(self, *, chunked: bool = True) -> None:
+        self._head(200, "text/event-stream; charset=utf-8", chunked=chunked)
+
+    def _end_chunked(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _play(self, script: Script, body: dict[str, Any]) -> None:
+        state = self.server.state
+        kind = script.kind
+        if kind == "stream":
+            self._sse_head()
+            self._event(
+                script, self._chunk(body, {"role": "assistant", "content": ""}), chunked=True
+            )
+            for chunk in self._token_chunks(script, body):
+                self._event(script, chunk, chunked=True)
+            self._event(
+                script, self._chunk(body, {}, finish_reason=script.finish_reason), chunked=True
+            )
+            usage = self._usage(script, body)
+            if usage is not None:
+                self._event(script, usage, chunked=True)
+            self._event(script, "[DONE]", chunked=True)
+            self._end_chunked()
+        elif kind == "stall":
+            if script.stall_after is not None:
+                self._sse_head()
+                for chunk in self._token_chunks(script, body)[: script.stall_after]:
+                    self._event(script, chunk, chunked=True)
+            state.release.wait(STALL_LIMIT_S)
+        elif kind == "http_error":
+            if script.json_body:
+                self._json(script.status, json.dumps(
+                    {"error": {"message": script.message, "type": "loopback_error",
+                               "param": None, "code": None}}
+                ))  # fmt: skip
+            else:
+                data = script.message.encode()
+                self._head(script.status, "text/plain", chunked=False, length=len(data))
+                self._write(data, chunked=False)
+        elif kind == "end_without_done":
+            self._sse_head()
+            for chunk in self._token_chunks(script, body):
+                self._event(script, chunk, chunked=True)
+            self._end_chunked()
+        elif kind == "close_without_done":
+            self._sse_head(chunked=False)
+            for chunk in self._token_chunks(script, body):
+                self._event(script, chunk, chunked=False)
+            # returning closes the socket: a close-delimited body ends cleanly here
+        elif kind == "cut_mid_chunk":
+            self._sse_head()
+            for chunk in self._token_chunks(script, body):
+                self._event(script, chunk, chunked=True)
+            data = f"data: {json.dumps(self._chunk(body, {'content': 'never'}))}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data[: len(data) // 2])
+            self.wfile.flush()
+            # returning closes the socket in the middle of the announced chunk
+        elif kind == "malformed":
+            self._sse_head()
+            for chunk in self._token_chunks(script, body):
+                self._event(script, chunk, chunked=True)
+            self._event(script, script.bad_data, chunked=True)
+            self._event(script, "[DONE]", chunked=True)
+            self._end_chunked()
+        elif kind == "error_event":
+            self._sse_head()
+            for chunk in self._token_chunks(script, body):
+                self._event(script, chunk, chunked=True)
+            error = {"error": {"message": script.message, "type": "server_error", "code": 500}}
+            self._event(script, error, chunked=True)
+            self._event(script, "[DONE]", chunked=True)
+            self._end_chunked()
+        elif kind == "json_answer":
+            answer = {
+                "id": "chatcmpl-loopback",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": body.get("model", "loopback-model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(script.tokens)},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+            self._json(200, json.dumps(answer))
+        elif kind == "until_disconnect":
+            self._sse_head()
+            for chunk in self._token_chunks(script, body):
+                self._event(script, chunk, chunked=True)
+            self._wait_for_disconnect()
+        else:  # pragma: no cover - a typo in a test
+            raise ValueError(f"unknown script kind {kind!r}")
+
+    def _wait_for_disconnect(self) -> None:
+        state = self.server.state
+        sock = self.connection
+        waited = 0.0
+        while waited < STALL_LIMIT_S and not state.release.is_set():
+            readable, _, _ = select.select([sock], [], [], 0.02)
+            waited += 0.02
+            if readable:
+                try:
+                    data = sock.recv(1)
+                except (ConnectionResetError, TimeoutError):
+                    data = b""
+                if not data:
+                    state.disconnected.set()
+                    return
+
+
+class _Server(socketserver.ThreadingMixIn, HTTPServer):
+    daemon_threads = False
+    block_on_close = True  # server_close() joins every handler thread
+    allow_reuse_address = True
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves an FQDN (a DNS lookup); loopback needs none.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = "127.0.0.1"
+        self.server_port = self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if exc is not None and not isinstance(
+            exc, (BrokenPipeError, ConnectionResetError, TimeoutError)
+        ):
+            self.state.errors.append(exc)
+
+
+class LoopbackServer:
+    """The running double. Use `serve_loopback` (or ``with LoopbackServer() as s``)."""
+
+    def __init__(self) -> None:
+        self._state = _State()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- scripting ------------------------------------------------------------------
+
+    def play(self, *scripts: Script) -> None:
+        """Queue scripts for the next POSTs, in order; afterwards `default` answers."""
+        with self._state.lock:
+            self._state.scripts.extend(scripts)
+
+    @property
+    def default(self) -> Script:
+        return self._state.default
+
+    @default.setter
+    def default(self, script: Script) -> None:
+        self._state.default = script
+
+    @property
+    def models_route(self) -> bool:
+        """Whether ``GET /models`` answers 200 (False: 404, as on some servers)."""
+        return self._state.models_route
+
+    @models_route.setter
+    def models_route(self, value: bool) -> None:
+        self._state.models_route = value
+
+    # -- observations ---------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._state.lock:
+            return list(self._state.requests)
+
+    @property
+    def posts(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST"]
+
+    @property
+    def disconnected(self) -> threading.Event:
+        """Set when an `until_disconnect` script (or a write) sees the client leave."""
+        return self._state.disconnected
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Unexpected exceptions inside handlers (a broken double, not a client fault)."""
+        return list(self._state.errors)
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "server not started"
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> LoopbackServer:
+        self._httpd = _Server(self._state)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"loopback-{self.port}",
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Release every stall, stop accepting, and join all threads."""
+        self._state.release.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()  # joins handler threads (block_on_close)
+        if self._thread is not None:
+            self._thread.join(STALL_LIMIT_S)
+            assert not self._thread.is_alive(), "loopback server thread did not stop"
+
+    def __enter__(self) -> LoopbackServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextmanager
+def serve_loopback() -> Iterator[LoopbackServer]:
+    """Run the protocol double for the duration of a ``with`` block."""
+    server = LoopbackServer()
+    with server:
+        yield server
+    assert not server.errors, f"the loopback double itself failed: {server.errors!r}"
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
