@@ -80,6 +80,29 @@ def _parse_threads(raw: str) -> int | None:
     return int(value)
 
 
+def _non_negative(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{raw} must be 0 or more")
+    return value
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_optional(raw: str) -> Any:
+        return None if raw.strip().lower() in {"", "none"} else parse(raw)
+
+    return parse_optional
+
+
+def _parse_meter(raw: str) -> tuple[str, ...]:
+    from pytest_llmlab.energy.meters import parse_meter_choice
+
+    return parse_meter_choice(raw)
+
+
 def _parse_url(raw: str) -> str:
     url = raw.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
@@ -172,6 +195,38 @@ OPTIONS: tuple[Option, ...] = (
         _positive(int),
         "4096",
     ),
+    Option(
+        "meter",
+        "energy meters: auto (RAPL + NVML where readable, else the CPU estimate), "
+        "rapl, nvml, estimate, a comma list, or none (default auto)",
+        _parse_meter,
+        "auto",
+    ),
+    Option(
+        "baseline_s",
+        "seconds of idle power measured after the first model load, for net energy "
+        "(default 3; 0 disables)",
+        _non_negative,
+        "3",
+    ),
+    Option(
+        "cpu_tdp",
+        "watts per logical CPU for the CPU estimate (default: by CPU model, see README)",
+        _optional(_positive(float)),
+        None,
+    ),
+    Option(
+        "grid_gco2_per_kwh",
+        "grid carbon intensity in gCO2e/kWh, for the gco2e of every reading",
+        _optional(_non_negative),
+        None,
+    ),
+    Option(
+        "kwh_price",
+        "electricity price per kWh, for the cost of every reading",
+        _optional(_non_negative),
+        None,
+    ),
     *(
         Option(
             f"{provider}_base_url",
@@ -198,6 +253,11 @@ class Settings(BaseModel):
     skip_unavailable: bool
     threads: int | None
     ctx: int
+    meter: tuple[str, ...]
+    baseline_s: float
+    cpu_tdp: float | None
+    grid_gco2_per_kwh: float | None
+    kwh_price: float | None
     openai_base_url: str
     lmstudio_base_url: str
     vllm_base_url: str
@@ -253,7 +313,11 @@ def build_settings(
         candidates.append((f"ini {option.ini_key}", _ini_text(ini.get(option.ini_key))))
         candidates.extend((f"env {name}", env.get(name) or None) for name in option.env_names)
         candidates.append(("default", option.default))
-        source, raw = next((s, r) for s, r in candidates if r is not None)
+        source, raw = next(((s, r) for s, r in candidates if r is not None), ("default", None))
+        if raw is None:  # an optional setting nobody set
+            values[option.name] = None
+            sources[option.name] = source
+            continue
         try:
             values[option.name] = option.parse(raw)
         except (ValueError, SpecError) as exc:

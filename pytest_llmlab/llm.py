@@ -11,7 +11,10 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from pytest_llmlab.errors import GenerationError, hide_own_frames
+from pytest_llmlab.energy.base import TokenSegment
+from pytest_llmlab.energy.meters import MeterSet, OpenWindow
+from pytest_llmlab.energy.reading import EnergyReading
+from pytest_llmlab.errors import LLMLabError, hide_own_frames
 from pytest_llmlab.models.assemble import GenerationAssembler
 from pytest_llmlab.models.base import Generation, Message, Provider, Request, StreamHandle
 from pytest_llmlab.models.spec import ModelSpec
@@ -36,10 +39,14 @@ class GenerationStream:
         handle: StreamHandle,
         assembler: GenerationAssembler,
         on_finish: Callable[[Generation], None],
+        window: OpenWindow | None = None,
+        energy_note: str | None = None,
     ) -> None:
         self._handle = handle
         self._assembler = assembler
         self._on_finish = on_finish
+        self._window = window
+        self._energy_note = energy_note
         self._generation: Generation | None = None
         self._iterator: Generator[str, None, None] | None = None
 
@@ -55,9 +62,11 @@ class GenerationStream:
         try:
             for chunk in self._handle:
                 text = self._assembler.add(chunk)
+                if self._window is not None and self._assembler.first_token_ns is not None:
+                    self._window.mark_first_token()
                 if text:
                     yield text
-        except GenerationError as exc:
+        except LLMLabError as exc:  # a refused connection too: record, then raise
             self._finish(finish_reason="error", error=str(exc))
             raise
         tail = self._assembler.flush()
@@ -94,10 +103,27 @@ class GenerationStream:
 
     def _finish(self, *, finish_reason: str | None = None, error: str | None = None) -> None:
         generation = self._assembler.finish(finish_reason=finish_reason)
+        update: dict[str, Any] = {"energy": self._reading(generation)}
         if error is not None:
-            generation = generation.model_copy(update={"error": error})
+            update["error"] = error
+        generation = generation.model_copy(update=update)
         self._generation = generation
         self._on_finish(generation)
+
+    def _reading(self, generation: Generation) -> EnergyReading:
+        """Close the energy window; prefill and decode are the token segments in it."""
+        if self._window is None:
+            return EnergyReading.unavailable(self._energy_note or "not metered")
+        timings, usage = generation.timings, generation.usage
+        segments: list[TokenSegment] = []
+        if timings.first_token_ns is not None:
+            segments.append(
+                TokenSegment(timings.started_ns, timings.first_token_ns, usage.prompt_tokens)
+            )
+            segments.append(
+                TokenSegment(timings.first_token_ns, timings.finished_ns, usage.completion_tokens)
+            )
+        return self._window.close(segments=segments, completion_tokens=usage.completion_tokens)
 
     def __enter__(self) -> Self:
         return self
@@ -126,12 +152,14 @@ class LLM:
         provider: Provider,
         defaults: dict[str, Any] | None = None,
         recorder: Recorder | None = None,
+        meters: MeterSet | None = None,
     ) -> None:
         self.model_spec = model_spec
         self.temperature = temperature
         self.provider = provider
         self.defaults = dict(defaults or {})
         self._recorder = recorder
+        self.meters = meters
         self._open: list[GenerationStream] = []
 
     @property
@@ -206,10 +234,21 @@ class LLM:
             spec=self.spec,
             provider=self.model_spec.provider,
         )
+        window, note = self._open_window()
         handle = self.provider.stream_chunks(request)
-        stream = GenerationStream(handle, assembler, self._finished)
+        stream = GenerationStream(handle, assembler, self._finished, window, note)
         self._open.append(stream)
         return stream
+
+    def _open_window(self) -> tuple[OpenWindow | None, str | None]:
+        """Meter the generation where this machine's meters can see it."""
+        if self.meters is None:
+            return None, "not metered (no meter set)"
+        if not getattr(self.provider, "runs_locally", True):
+            return None, (
+                f"{self.endpoint} is not on this machine: local meters cannot see its energy"
+            )
+        return self.meters.open(self.name), None
 
     def generate(
         self,

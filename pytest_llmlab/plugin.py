@@ -23,6 +23,7 @@ from pytest_llmlab.config import (
     cli_type,
     report_dir,
 )
+from pytest_llmlab.energy.meters import MeterSelectionError, MeterSet, OpenWindow, select_meters
 from pytest_llmlab.errors import ModelUnavailable
 from pytest_llmlab.llm import LLM
 from pytest_llmlab.models.base import Generation
@@ -56,6 +57,41 @@ class SessionState:
     pool: ProviderPool
     writer: JsonlWriter | None  # None on xdist workers: only the controller writes
     announce: Callable[[str], None]
+    config: pytest.Config
+    meters: MeterSet | None = None
+    baseline_done: bool = False
+
+    def meter_set(self) -> MeterSet:
+        """The process's meters, chosen on first use so unused sessions start no thread."""
+        if self.meters is None:
+            settings = self.settings
+            extra = [m for found in self.config.hook.pytest_llmlab_make_meters(
+                config=self.config) for m in found]  # fmt: skip
+            meters = select_meters(settings.meter, cpu_tdp=settings.cpu_tdp, extra=extra)
+            meters.grid_gco2_per_kwh = settings.grid_gco2_per_kwh
+            meters.kwh_price = settings.kwh_price
+            self.meters = meters
+        return self.meters
+
+    def measure_baseline_once(self) -> None:
+        """Idle power after the first model load, announced in one line."""
+        if self.baseline_done or self.settings.baseline_s <= 0:
+            return
+        self.baseline_done = True
+        meters = self.meter_set()
+        if not meters.meters:
+            return
+        watts = meters.measure_baseline(self.settings.baseline_s)
+        self.announce(
+            f"llmlab: idle baseline {watts:.2f} W over {self.settings.baseline_s:g} s "
+            f"({', '.join(meters.names)})"
+        )
+
+    def close(self) -> None:
+        self.pool.close()
+        if self.meters is not None:
+            self.meters.close()
+            self.meters = None
 
 
 @dataclass
@@ -69,6 +105,12 @@ RECORDS = pytest.StashKey[ItemRecords]()
 
 
 # -- options --------------------------------------------------------------------------
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_llmlab import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -123,18 +165,27 @@ def pytest_configure(config: pytest.Config) -> None:
         directory = report_dir(settings, config.invocation_params.dir)
         writer = JsonlWriter(directory / "results.jsonl")
         config.pluginmanager.register(RecordSink(writer), "llmlab-record-sink")
-    config.stash[STATE] = SessionState(
+    state = SessionState(
         settings=settings,
         pool=ProviderPool(settings, announce=announce),
         writer=writer,
         announce=announce,
+        config=config,
     )
+    config.stash[STATE] = state
+    if set(settings.meter) - {"auto", "none", "estimate"}:
+        # An explicit hardware meter is checked now: asking for one the machine lacks
+        # is a usage error, not a surprise in the middle of the run.
+        try:
+            state.meter_set()
+        except MeterSelectionError as exc:
+            raise pytest.UsageError(f"pytest-llmlab: {exc}") from None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
-        state.pool.close()
+        state.close()
         if state.writer is not None:
             state.writer.close()
 
@@ -272,6 +323,9 @@ def llm(request: pytest.FixtureRequest, llm_case: LLMCase) -> Iterator[LLM]:
         if state.settings.skip_unavailable:
             pytest.skip(f"model unavailable: {unavailable}")
         pytest.fail(unavailable, pytrace=False)
+    meters = state.meter_set()
+    if provider.runs_locally:
+        state.measure_baseline_once()
     item = request.node
     records = item.stash.setdefault(RECORDS, ItemRecords())
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -289,9 +343,43 @@ def llm(request: pytest.FixtureRequest, llm_case: LLMCase) -> Iterator[LLM]:
         provider=provider,
         defaults=_generation_defaults(_marker_values(item)),
         recorder=record,
+        meters=meters,
     )
     yield bound
     bound.close()
+
+
+class EnergyMeter:
+    """The `meter` fixture: meter any block of code with the session's meters."""
+
+    def __init__(self, meters: MeterSet) -> None:
+        self._meters = meters
+
+    @property
+    def description(self) -> str:
+        """What meters run here and why (the line the terminal summary shows)."""
+        return self._meters.description
+
+    @property
+    def names(self) -> list[str]:
+        return self._meters.names
+
+    @property
+    def baseline_w(self) -> float | None:
+        return self._meters.baseline_w
+
+    def window(self, label: str = "") -> OpenWindow:
+        """``with meter.window("tokenize") as w: ...`` then ``w.reading``.
+
+        Windows may nest and overlap: each reports the gross energy of its own span.
+        """
+        return self._meters.open(label)
+
+
+@pytest.fixture
+def meter(request: pytest.FixtureRequest) -> EnergyMeter:
+    """Meter arbitrary code: ``with meter.window("label") as w: ...``; ``w.reading``."""
+    return EnergyMeter(request.config.stash[STATE].meter_set())
 
 
 # -- reporting ------------------------------------------------------------------------
@@ -339,18 +427,23 @@ class RecordSink:
 
     def __init__(self, writer: JsonlWriter) -> None:
         self.writer = writer
+        #: Distinct energy setups seen in records (every worker's), in arrival order.
+        self.energy_notes: dict[str, None] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in getattr(report, "user_properties", None) or ():
             if name == RECORD_KEY and isinstance(value, dict):
                 self.writer.write(value)
+                energy = value.get("energy") or {}
+                if isinstance(energy, dict) and energy.get("note"):
+                    self.energy_notes.setdefault(str(energy["note"]))
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is not None:
-        state.pool.close()
+        state.close()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -360,3 +453,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line(
         f"llmlab: {state.writer.count} generation(s) recorded in {state.writer.path}"
     )
+    sink = config.pluginmanager.get_plugin("llmlab-record-sink")
+    for note in getattr(sink, "energy_notes", {}):
+        terminalreporter.write_line(f"llmlab energy: {note}")

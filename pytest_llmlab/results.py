@@ -89,7 +89,9 @@ def record_from_generation(
         "seed": generation.request.seed,
         "max_tokens": generation.request.max_tokens,
         "usage_reported": generation.usage.reported,
-        "energy": generation.energy,
+        "energy": (
+            generation.energy.model_dump(mode="json") if generation.energy is not None else None
+        ),
         "worker": worker,
         "host": socket.gethostname(),
         "finished_at": time.time(),

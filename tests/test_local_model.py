@@ -34,7 +34,9 @@ def test_paris_at_temperature_0(llm: LLM) -> None:
     )  # fmt: skip
     assert gen.request.prompt == PARIS
     assert gen.request.max_tokens == 16
-    assert gen.energy is None
+    # Built without a meter set, so the reading says it was not metered.
+    assert gen.energy is not None and gen.energy.provenance == "unavailable"
+    assert gen.energy.joules is None and gen.energy.note == "not metered (no meter set)"
     # llama.cpp counts the end-of-sequence token it sampled but does not stream it.
     assert gen.usage.completion_tokens == len(gen.tokens) + 1
     assert gen.timings.server["predicted_n"] == gen.usage.completion_tokens

@@ -72,3 +72,19 @@ def test_every_module_imports_without_warnings() -> None:
         warnings.simplefilter("error")
         for name in names:
             importlib.import_module(name)
+
+
+def test_plugin_meter_example_in_the_readme_works(pytester: pytest.Pytester) -> None:
+    (conftest,) = [b for b in code_blocks("python") if "def pytest_llmlab_make_meters" in b]
+    pytester.makeconftest(conftest)
+    pytester.makepyfile(
+        """
+        def test_plug(meter):
+            assert "plug" in meter.names
+            with meter.window() as w:
+                pass
+            assert w.reading.other["plug"].joules == 0.0
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--llm-meter=none")
+    result.assert_outcomes(passed=1)

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pytest_llmlab.energy.reading import EnergyReading
+
 __all__ = [
     "Generation",
     "Message",
@@ -129,8 +131,8 @@ class Generation(BaseModel):
     provider: str
     temperature: float
     request: Request
-    #: Filled by the energy meter (issue 3); None until then.
-    energy: Any = None
+    #: The energy reading of this generation's window (see `EnergyReading`).
+    energy: EnergyReading | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -154,6 +156,11 @@ class Provider(Protocol):
 
     #: What error messages name as the endpoint.
     endpoint: str
+
+    @property
+    def runs_locally(self) -> bool:
+        """Whether this machine's energy meters see the model's work (loopback)."""
+        ...
 
     def ensure_available(self) -> None:
         """Raise `ModelUnavailable` with the reason if the model cannot be used."""

@@ -48,6 +48,9 @@ class EmbeddedLlamaCpp:
         self._client: OpenAICompatible | None = None
         self._failure: ModelUnavailable | None = None
 
+    #: llama.cpp runs in this process: local meters see all of its work.
+    runs_locally = True
+
     @property
     def base_url(self) -> str:
         """The loopback ``.../v1`` URL of the running server (starts it if needed)."""

@@ -28,9 +28,9 @@ from pytest_llmlab.errors import (
     hide_own_frames,
 )
 from pytest_llmlab.models.base import Request
-from pytest_llmlab.models.sse import iter_events
+from pytest_llmlab.models.sse import iter_events, iter_lines
 
-__all__ = ["ChunkStream", "OpenAICompatible", "redact_url"]
+__all__ = ["ChunkStream", "OpenAICompatible", "connect_reason", "is_loopback", "redact_url"]
 
 __tracebackhide__ = hide_own_frames
 
@@ -49,12 +49,12 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def _is_loopback(url: str) -> bool:
+def is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
-def _connect_reason(exc: Exception) -> str:
+def connect_reason(exc: Exception) -> str:
     """ "[Errno 111] Connection refused" -> "connection refused"."""
     text = str(exc) or type(exc).__name__
     if "]" in text and text.startswith("["):
@@ -113,8 +113,13 @@ class OpenAICompatible:
             headers=headers,
             timeout=httpx.Timeout(timeout_s),
             # A proxy set for the internet must not swallow loopback servers.
-            trust_env=not _is_loopback(self.base_url),
+            trust_env=not is_loopback(self.base_url),
         )
+
+    @property
+    def runs_locally(self) -> bool:
+        """True for a loopback endpoint: this machine's energy meters see its work."""
+        return is_loopback(self.base_url)
 
     # -- availability -------------------------------------------------------------
 
@@ -143,7 +148,7 @@ class OpenAICompatible:
             self._client.get(f"{self.base_url}/models").close()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
             raise EndpointUnreachable(
-                f"cannot reach {self.endpoint} for {self.display}: {_connect_reason(exc)}"
+                f"cannot reach {self.endpoint} for {self.display}: {connect_reason(exc)}"
             ) from None
         except httpx.HTTPError:
             pass  # it answered something; the real request will say what is wrong
@@ -189,6 +194,12 @@ class OpenAICompatible:
     def _describe(self) -> str:
         return f"{self.endpoint} for {self.display}"
 
+    def scrub(self, text: str) -> str:
+        """Mask the API key in server text: some servers echo it in 401 messages."""
+        if self._api_key and len(self._api_key) >= 4:
+            return text.replace(self._api_key, "***")
+        return text
+
 
 class ChunkStream:
     """One open streamed request: iterate for chunk dicts, `close` to stop it early."""
@@ -219,7 +230,7 @@ class ChunkStream:
                 if response.status_code >= 400:
                     raise HTTPStatusError(
                         f"HTTP {response.status_code} from {where}: "
-                        f"{_server_error_message(response)}",
+                        f"{owner.scrub(_server_error_message(response))}",
                         status_code=response.status_code,
                     )
                 content_type = response.headers.get("content-type", "")
@@ -229,7 +240,7 @@ class ChunkStream:
                         "instead of an event stream (does it support stream=true?)"
                     )
                 done = False
-                for event in iter_events(response.iter_lines()):
+                for event in iter_events(iter_lines(response.iter_text())):
                     if event.data.strip() == "[DONE]":
                         done = True
                         break
@@ -243,7 +254,7 @@ class ChunkStream:
                     )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise EndpointUnreachable(
-                f"cannot reach {owner.endpoint} for {owner.display}: {_connect_reason(exc)}"
+                f"cannot reach {owner.endpoint} for {owner.display}: {connect_reason(exc)}"
             ) from None
         except httpx.TimeoutException:
             raise GenerationTimeout(
@@ -253,7 +264,7 @@ class ChunkStream:
         except httpx.RemoteProtocolError as exc:
             raise StreamError(
                 f"stream from {where} was cut after {self.chunks_received} chunks: "
-                f"{_connect_reason(exc)}"
+                f"{connect_reason(exc)}"
             ) from None
         except httpx.HTTPError as exc:
             raise GenerationError(
@@ -267,12 +278,14 @@ class ChunkStream:
         except ValueError:
             raise StreamError(
                 f"malformed JSON in stream from {where} after {self.chunks_received} "
-                f"chunks: {data[:200]!r}"
+                f"chunks: {self._owner.scrub(data[:200])!r}"
             ) from None
         if not isinstance(chunk, dict):
             raise StreamError(f"unexpected event in stream from {where}: {data[:200]!r}")
         if "error" in chunk and not chunk.get("choices"):
             error = chunk["error"]
             message = error.get("message") if isinstance(error, dict) else error
-            raise StreamError(f"error event in stream from {where}: {message}")
+            raise StreamError(
+                f"error event in stream from {where}: {self._owner.scrub(str(message))}"
+            )
         return chunk

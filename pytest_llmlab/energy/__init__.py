@@ -1,0 +1,1 @@
+"""Energy meters, windows, attribution and the EnergyReading of a generation."""

@@ -1,0 +1,124 @@
+"""What every meter provides, and the plain data that crosses processes.
+
+A meter exposes cumulative energy counters, one per *domain* (``package-0``,
+``dram-0``, ``gpu-0``, ``cpu-estimate``...), in joules. Opening a window samples every
+counter, closing it samples again: the deltas are the window's energy. Measured
+counters (RAPL, NVML total energy), integrated power samples and estimates all look the
+same from here; ``provenance`` says which one a number is.
+
+Counters of one host and domain are comparable between processes (xdist workers) up to
+a whole number of wraps: RAPL's unwrapped value in each process is the raw register
+plus that process's own wrap count times the range (``wrap_j``), so differences
+between two processes are taken modulo ``wrap_j``; non-wrapping counters have
+``wrap_j == 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "DOMAIN_KINDS",
+    "CounterSample",
+    "Meter",
+    "MeterUnavailable",
+    "Provenance",
+    "TokenSegment",
+    "Window",
+    "domain_kind",
+]
+
+Provenance = Literal[
+    "measured", "measured-apportioned", "integrated", "estimated", "replayed", "unavailable"
+]
+
+#: Which reading field a domain's energy adds to.
+DOMAIN_KINDS: dict[str, str] = {
+    "package": "cpu",
+    "cpu": "cpu",
+    "dram": "dram",
+    "gpu": "gpu",
+}
+
+
+def domain_kind(domain: str) -> str:
+    """``package-0`` -> ``cpu``, ``dram-1`` -> ``dram``, ``gpu-0`` -> ``gpu``,
+    ``cpu-estimate`` -> ``cpu``; anything else is its own kind (a PDU, a plug)."""
+    head = domain.split("-", 1)[0]
+    return DOMAIN_KINDS.get(head, head)
+
+
+class MeterUnavailable(Exception):
+    """A meter cannot run on this machine; the message says why and, where there is
+    one, the remedy (``chmod``/udev rule for RAPL, driver for NVML)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSample:
+    """One reading of one domain's cumulative counter."""
+
+    domain: str
+    joules: float  # cumulative, non-decreasing within one process (wraps unfolded)
+    t_ns: int  # time.monotonic_ns() when read
+    wrap_j: float = 0.0  # counter range in joules; 0 = does not wrap
+    provenance: Provenance = "measured"
+
+
+class Meter(Protocol):
+    """An energy source. Implementations: RAPL, NVML, the CPU estimate, plugins'."""
+
+    #: Short name shown in readings and the header: "rapl", "nvml", "cpu-estimate".
+    name: str
+
+    def sample(self) -> list[CounterSample]:
+        """Read every domain's counter now. Must be cheap (window edges call it)."""
+        ...
+
+    def close(self) -> None:
+        """Stop threads, close file descriptors. Idempotent."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSegment:
+    """Tokens processed evenly over [t0_ns, t1_ns]: prefill (prompt tokens before the
+    first output token) and decode (output tokens after it)."""
+
+    t0_ns: int
+    t1_ns: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One domain's counter at the two edges of a metered span: plain data that
+    travels from an xdist worker to the controller as a dict (`to_dict`)."""
+
+    window_id: str  # unique in the session: "<host>:<pid>:<n>"
+    host: str
+    process: str  # "<host>:<pid>": counters of one process compare without modulo
+    domain: str
+    t_start_ns: int
+    t_end_ns: int
+    counter_start_j: float
+    counter_end_j: float
+    wrap_j: float = 0.0
+    provenance: Provenance = "measured"
+    segments: tuple[TokenSegment, ...] = field(default_factory=tuple)
+
+    @property
+    def joules(self) -> float:
+        """The counter delta over this window alone (its gross energy)."""
+        return self.counter_end_j - self.counter_start_j
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["segments"] = [asdict(s) for s in self.segments]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Window:
+        values = dict(data)
+        values["segments"] = tuple(TokenSegment(**s) for s in values.get("segments", ()))
+        return cls(**values)

@@ -1,0 +1,290 @@
+"""Choosing meters (``--llm-meter``) and metering windows with them.
+
+``auto`` uses every hardware meter the machine can provide (RAPL for CPU packages and
+DRAM, NVML for NVIDIA GPUs) and falls back to the CPU estimate when there is none.
+What was chosen, and why the others were not, is one line for the terminal header.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from pytest_llmlab.energy.base import CounterSample, Meter, MeterUnavailable, TokenSegment, Window
+from pytest_llmlab.energy.cpu import CpuEstimateMeter
+from pytest_llmlab.energy.reading import EnergyReading, GpuStats, reading_from_samples
+
+__all__ = [
+    "METER_CHOICES",
+    "MeterSelectionError",
+    "MeterSet",
+    "OpenWindow",
+    "parse_meter_choice",
+    "select_meters",
+]
+
+METER_CHOICES = ("auto", "rapl", "nvml", "estimate", "none")
+
+
+class MeterSelectionError(ValueError):
+    """An explicitly requested meter cannot run here; the message says why."""
+
+
+def parse_meter_choice(raw: str) -> tuple[str, ...]:
+    """``auto`` | ``none`` | ``estimate`` | a comma list of ``rapl``, ``nvml``, ``estimate``."""
+    items = tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
+    if not items:
+        raise ValueError("no meter given")
+    for item in items:
+        if item not in METER_CHOICES:
+            raise ValueError(f"unknown meter {item!r} (choose from {', '.join(METER_CHOICES)})")
+    if len(items) > 1 and ({"auto", "none"} & set(items)):
+        raise ValueError(f"{'/'.join(sorted({'auto', 'none'} & set(items)))} cannot be combined")
+    return items
+
+
+def _try(factory: Callable[[], Meter]) -> tuple[Meter | None, str]:
+    try:
+        return factory(), ""
+    except MeterUnavailable as exc:
+        return None, str(exc)
+
+
+def _rapl() -> Meter:
+    from pytest_llmlab.energy.rapl import RaplMeter
+
+    return RaplMeter()
+
+
+def _nvml() -> Meter:
+    from pytest_llmlab.energy.nvml import NvmlMeter
+
+    return NvmlMeter()
+
+
+def select_meters(
+    choice: Sequence[str],
+    *,
+    cpu_tdp: float | None = None,
+    extra: Sequence[Meter] = (),
+    factories: dict[str, Callable[[], Meter]] | None = None,
+) -> MeterSet:
+    """Build the session's meters; raise MeterSelectionError for an impossible request."""
+    makers: dict[str, Callable[[], Meter]] = {"rapl": _rapl, "nvml": _nvml}
+    makers.update(factories or {})
+    meters: list[Meter] = list(extra)
+    notes: list[str] = []
+    if "none" in choice:
+        # Plugin meters were asked for by installing them: `none` turns off ours only.
+        note = "built-in meters off (--llm-meter=none)"
+        if extra:
+            note += "; plugin meters: " + ", ".join(m.name for m in extra)
+        return MeterSet(meters, note)
+    hardware = ("rapl", "nvml") if "auto" in choice else tuple(c for c in choice if c in makers)
+    for name in hardware:
+        meter, why = _try(makers[name])
+        if meter is not None:
+            meters.append(meter)
+            notes.append(f"{name.upper()}: {getattr(meter, 'description', 'available')}")
+        elif "auto" in choice:
+            notes.append(why)
+        else:
+            for m in meters:
+                m.close()
+            raise MeterSelectionError(f"--llm-meter={','.join(choice)}: {why}")
+    wants_estimate = "estimate" in choice or ("auto" in choice and not meters)
+    if wants_estimate:
+        estimate = CpuEstimateMeter(watts_per_logical_cpu=cpu_tdp)
+        meters.append(estimate)
+        notes.append(f"using {estimate.description}")
+    if extra:
+        notes.append("plugin meters: " + ", ".join(m.name for m in extra))
+    return MeterSet(meters, "; ".join(notes) or "no meter")
+
+
+@dataclass
+class OpenWindow:
+    """A window being metered: opened by `MeterSet.open`, closed by `close`."""
+
+    owner: MeterSet
+    label: str
+    start: list[CounterSample]
+    first_token: list[CounterSample] | None = None
+    reading: EnergyReading | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def mark_first_token(self) -> None:
+        """Sample at the first output token: the prefill/decode split point."""
+        if self.first_token is None:
+            self.first_token = self.owner.sample()
+
+    def close(
+        self,
+        *,
+        segments: Sequence[TokenSegment] = (),
+        completion_tokens: int | None = None,
+    ) -> EnergyReading:
+        """Sample again and build the gross reading of the window (idempotent)."""
+        if self.reading is not None:
+            return self.reading
+        end = self.owner.sample()
+        self.reading = self.owner.build_reading(
+            self.start, end, self.first_token, segments, completion_tokens
+        )
+        return self.reading
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class MeterSet:
+    """The session's meters, sampled together at every window edge."""
+
+    def __init__(
+        self,
+        meters: Sequence[Meter],
+        description: str,
+        *,
+        baseline_w: float | None = None,
+        grid_gco2_per_kwh: float | None = None,
+        kwh_price: float | None = None,
+    ) -> None:
+        self.meters = list(meters)
+        self.description = description
+        self.baseline_w = baseline_w
+        self.grid_gco2_per_kwh = grid_gco2_per_kwh
+        self.kwh_price = kwh_price
+        self.host = socket.gethostname()
+        self.process = f"{self.host}:{os.getpid()}"
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.meters]
+
+    def sample(self) -> list[CounterSample]:
+        samples: list[CounterSample] = []
+        for meter in self.meters:
+            samples.extend(meter.sample())
+        return samples
+
+    def open(self, label: str = "") -> OpenWindow:
+        return OpenWindow(owner=self, label=label, start=self.sample())
+
+    def build_reading(
+        self,
+        start: list[CounterSample],
+        end: list[CounterSample],
+        first_token: list[CounterSample] | None,
+        segments: Sequence[TokenSegment],
+        completion_tokens: int | None,
+    ) -> EnergyReading:
+        if not self.meters:
+            return EnergyReading.unavailable(self.description)
+        with self._lock:
+            base_id = f"{self.process}:{next(self._ids)}"
+        begin = {s.domain: s for s in start}
+        windows = [
+            Window(
+                window_id=base_id,
+                host=self.host,
+                process=self.process,
+                domain=s.domain,
+                t_start_ns=begin[s.domain].t_ns,
+                t_end_ns=s.t_ns,
+                counter_start_j=begin[s.domain].joules,
+                counter_end_j=s.joules,
+                wrap_j=s.wrap_j,
+                provenance=s.provenance,
+                segments=tuple(segments),
+            )
+            for s in end
+            if s.domain in begin
+        ]
+        reading = reading_from_samples(
+            start=start,
+            end=end,
+            first_token=first_token,
+            meters=self.names,
+            windows=windows,
+            gpu_stats=self._gpu_stats(start, end),
+        )
+        reading = reading.model_copy(update={"note": self.description})
+        return reading.derived(
+            completion_tokens=completion_tokens,
+            baseline_w=self.baseline_w,
+            grid_gco2_per_kwh=self.grid_gco2_per_kwh,
+            kwh_price=self.kwh_price,
+        )
+
+    def _gpu_stats(self, start: list[CounterSample], end: list[CounterSample]) -> GpuStats | None:
+        t0 = min((s.t_ns for s in start), default=0)
+        t1 = max((s.t_ns for s in end), default=t0)
+        per_gpu: list[dict[str, Any]] = []
+        for meter in self.meters:
+            stats = getattr(meter, "gpu_stats", None)
+            if stats is None:
+                continue
+            for sample in end:
+                if sample.domain.startswith("gpu-"):
+                    per_gpu.append(stats(sample.domain, t0, t1))
+        if not per_gpu:
+            return None
+        return _combine_gpu_stats(per_gpu)
+
+    def measure_baseline(
+        self, seconds: float, sleep: Callable[[float], None] = time.sleep
+    ) -> float:
+        """Idle power over `seconds` with nothing running: W summed over domains."""
+        start = self.sample()
+        sleep(seconds)
+        end = self.sample()
+        begin = {s.domain: s for s in start}
+        joules = sum(max(0.0, s.joules - begin[s.domain].joules) for s in end if s.domain in begin)
+        elapsed = (max(s.t_ns for s in end) - min(s.t_ns for s in start)) / 1e9
+        self.baseline_w = joules / elapsed if elapsed > 0 else 0.0
+        return self.baseline_w
+
+    def close(self) -> None:
+        for meter in self.meters:
+            meter.close()
+
+
+def _combine_gpu_stats(per_gpu: list[dict[str, Any]]) -> GpuStats:
+    """Average the averages, take the max of maxima; memory and power add up over GPUs."""
+
+    def values(key: str) -> list[float]:
+        return [float(s[key]) for s in per_gpu if s.get(key) is not None]
+
+    def avg(key: str) -> float | None:
+        v = values(key)
+        return sum(v) / len(v) if v else None
+
+    def peak(key: str) -> float | None:
+        v = values(key)
+        return max(v) if v else None
+
+    def total(key: str) -> float | None:
+        v = values(key)
+        return sum(v) if v else None
+
+    return GpuStats(
+        util_avg=avg("util_avg"),
+        util_max=peak("util_max"),
+        mem_avg_mb=total("mem_avg_mb"),
+        mem_peak_mb=total("mem_peak_mb"),
+        temp_avg_c=avg("temp_avg_c"),
+        temp_max_c=peak("temp_max_c"),
+        power_avg_w=total("power_avg_w"),
+        power_max_w=total("power_max_w"),
+    )

@@ -1,0 +1,49 @@
+"""Hooks other plugins implement to extend pytest-llmlab.
+
+Implement them in a ``conftest.py`` or a plugin module; pytest finds them by name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_llmlab.energy.base import Meter
+
+
+@pytest.hookspec
+def pytest_llmlab_make_meters(config: pytest.Config) -> list[Meter]:
+    """Return extra energy meters to sample at every window edge (a smart plug, a PDU).
+
+    A meter is any object with ``name: str``, ``sample() -> list[CounterSample]``
+    (cumulative joules per domain, read now) and ``close()``; see
+    `pytest_llmlab.energy.base.Meter`. Domains are summed into a reading's ``other``
+    by their prefix (``plug-0`` -> ``other["plug"]``). Called once per process, on first
+    use of a metered fixture; every implementation's list is added.
+
+    Example, in ``conftest.py``::
+
+        import time
+        from pytest_llmlab.energy.base import CounterSample
+
+        class WallPlug:
+            name = "plug"
+
+            def __init__(self) -> None:
+                self.total_j = 0.0  # read your plug's cumulative energy here
+
+            def sample(self) -> list[CounterSample]:
+                return [CounterSample("plug-0", self.total_j, time.monotonic_ns(),
+                                      provenance="measured")]
+
+            def close(self) -> None:
+                pass
+
+        def pytest_llmlab_make_meters(config):
+            return [WallPlug()]
+
+    .. versionadded:: 0.1
+    """
+    return []
