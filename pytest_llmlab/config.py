@@ -222,6 +222,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
     ),
     Option(
+        "grid_zone",
+        "EcoLogits electricity-mix zone (FRA, USA, WOR...) for carbon intensity and "
+        "cloud estimates (needs the [cloud] extra)",
+        _optional(str),
+        None,
+    ),
+    Option(
         "kwh_price",
         "electricity price per kWh, for the cost of every reading",
         _optional(_non_negative),
@@ -257,6 +264,7 @@ class Settings(BaseModel):
     baseline_s: float
     cpu_tdp: float | None
     grid_gco2_per_kwh: float | None
+    grid_zone: str | None
     kwh_price: float | None
     openai_base_url: str
     lmstudio_base_url: str

@@ -41,12 +41,14 @@ class GenerationStream:
         on_finish: Callable[[Generation], None],
         window: OpenWindow | None = None,
         energy_note: str | None = None,
+        estimator: Callable[[Generation], EnergyReading] | None = None,
     ) -> None:
         self._handle = handle
         self._assembler = assembler
         self._on_finish = on_finish
         self._window = window
         self._energy_note = energy_note
+        self._estimator = estimator
         self._generation: Generation | None = None
         self._iterator: Generator[str, None, None] | None = None
 
@@ -112,6 +114,8 @@ class GenerationStream:
 
     def _reading(self, generation: Generation) -> EnergyReading:
         """Close the energy window; prefill and decode are the token segments in it."""
+        if self._estimator is not None:
+            return self._estimator(generation)
         if self._window is None:
             return EnergyReading.unavailable(self._energy_note or "not metered")
         timings, usage = generation.timings, generation.usage
@@ -236,7 +240,9 @@ class LLM:
         )
         window, note = self._open_window()
         handle = self.provider.stream_chunks(request)
-        stream = GenerationStream(handle, assembler, self._finished, window, note)
+        stream = GenerationStream(
+            handle, assembler, self._finished, window, note, self._cloud_estimator()
+        )
         self._open.append(stream)
         return stream
 
@@ -249,6 +255,24 @@ class LLM:
                 f"{self.endpoint} is not on this machine: local meters cannot see its energy"
             )
         return self.meters.open(self.name), None
+
+    def _cloud_estimator(self) -> Callable[[Generation], EnergyReading] | None:
+        """EcoLogits for the OpenAI cloud, whose hardware no local meter sees."""
+        meters = self.meters
+        cloud = getattr(self.provider, "cloud_provider", None)
+        if meters is None or cloud is None:
+            return None
+        model = self.model_spec.model
+
+        def estimate(generation: Generation) -> EnergyReading:
+            return meters.cloud_reading(
+                provider=cloud,
+                model=model,
+                completion_tokens=generation.usage.completion_tokens,
+                latency_s=generation.timings.total_s,
+            )
+
+        return estimate
 
     def generate(
         self,

@@ -23,6 +23,8 @@ from pytest_llmlab.config import (
     cli_type,
     report_dir,
 )
+from pytest_llmlab.energy.apportion import apportion_records
+from pytest_llmlab.energy.cloud import zone_intensity
 from pytest_llmlab.energy.meters import MeterSelectionError, MeterSet, OpenWindow, select_meters
 from pytest_llmlab.errors import ModelUnavailable
 from pytest_llmlab.llm import LLM
@@ -69,6 +71,9 @@ class SessionState:
                 config=self.config) for m in found]  # fmt: skip
             meters = select_meters(settings.meter, cpu_tdp=settings.cpu_tdp, extra=extra)
             meters.grid_gco2_per_kwh = settings.grid_gco2_per_kwh
+            if meters.grid_gco2_per_kwh is None and settings.grid_zone:
+                meters.grid_gco2_per_kwh = zone_intensity(settings.grid_zone)
+            meters.grid_zone = settings.grid_zone
             meters.kwh_price = settings.kwh_price
             self.meters = meters
         return self.meters
@@ -173,6 +178,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config=config,
     )
     config.stash[STATE] = state
+    if settings.grid_zone:
+        try:
+            zone_intensity(settings.grid_zone)
+        except ValueError as exc:
+            raise pytest.UsageError(f"pytest-llmlab: --llm-grid-zone: {exc}") from None
     if set(settings.meter) - {"auto", "none", "estimate"}:
         # An explicit hardware meter is checked now: asking for one the machine lacks
         # is a usage error, not a surprise in the middle of the run.
@@ -429,14 +439,25 @@ class RecordSink:
         self.writer = writer
         #: Distinct energy setups seen in records (every worker's), in arrival order.
         self.energy_notes: dict[str, None] = {}
+        self.records: list[dict[str, Any]] = []
+        self.apportioned = 0
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in getattr(report, "user_properties", None) or ():
             if name == RECORD_KEY and isinstance(value, dict):
                 self.writer.write(value)
+                self.records.append(value)
                 energy = value.get("energy") or {}
                 if isinstance(energy, dict) and energy.get("note"):
                     self.energy_notes.setdefault(str(energy["note"]))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self) -> None:
+        """Share overlapping windows' energy (xdist workers on one host) and rewrite
+        the file with the apportioned readings."""
+        self.apportioned = apportion_records(self.records)
+        if self.apportioned:
+            self.writer.rewrite(self.records)
 
 
 @pytest.hookimpl(trylast=True)
@@ -456,3 +477,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     sink = config.pluginmanager.get_plugin("llmlab-record-sink")
     for note in getattr(sink, "energy_notes", {}):
         terminalreporter.write_line(f"llmlab energy: {note}")
+    apportioned = getattr(sink, "apportioned", 0)
+    if apportioned:
+        terminalreporter.write_line(
+            f"llmlab energy: {apportioned} reading(s) overlapped others on the same "
+            "host and were apportioned (measured-apportioned)"
+        )

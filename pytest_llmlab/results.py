@@ -110,6 +110,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _dumps(record: dict[str, Any]) -> str:
+    try:
+        return json.dumps(record, ensure_ascii=False, allow_nan=False, default=str)
+    except ValueError:  # NaN/inf are not JSON: write null rather than lose the record
+        return json.dumps(_finite(record), ensure_ascii=False, default=str)
+
+
 class JsonlWriter:
     """Appends one JSON line per record, flushed and fsynced as it is written.
 
@@ -124,10 +131,7 @@ class JsonlWriter:
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
-        try:
-            line = json.dumps(record, ensure_ascii=False, allow_nan=False, default=str)
-        except ValueError:  # NaN/inf are not JSON: write null rather than lose the record
-            line = json.dumps(_finite(record), ensure_ascii=False, default=str)
+        line = _dumps(record)
         with self._lock:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +140,23 @@ class JsonlWriter:
             self._handle.flush()
             os.fsync(self._handle.fileno())
             self.count += 1
+
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        """Replace the file's content atomically (temp file in the same folder, fsync,
+        rename): a crash leaves the old file or the new one, never half of each."""
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            with partial.open("w", encoding="utf-8") as out:
+                for record in records:
+                    out.write(_dumps(record) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, self.path)
+            self._handle = self.path.open("a", encoding="utf-8")
 
     def close(self) -> None:
         with self._lock:

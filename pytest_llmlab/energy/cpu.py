@@ -111,10 +111,16 @@ class CpuEstimateMeter:
             return ticks * self._tick_s
         return time.process_time()
 
+    @property
+    def domain(self) -> str:
+        """``cpu-estimate`` (machine-wide, comparable between processes) or
+        ``cpu-estimate-process`` (this process's CPU time only: never shared)."""
+        return "cpu-estimate" if self.system_wide else "cpu-estimate-process"
+
     def sample(self) -> list[CounterSample]:
         return [
             CounterSample(
-                domain="cpu-estimate",
+                domain=self.domain,
                 joules=self.busy_seconds() * self.watts,
                 t_ns=time.monotonic_ns(),
                 provenance="estimated",

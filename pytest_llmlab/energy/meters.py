@@ -157,8 +157,10 @@ class MeterSet:
         baseline_w: float | None = None,
         grid_gco2_per_kwh: float | None = None,
         kwh_price: float | None = None,
+        grid_zone: str | None = None,
     ) -> None:
         self.meters = list(meters)
+        self.grid_zone = grid_zone
         self.description = description
         self.baseline_w = baseline_w
         self.grid_gco2_per_kwh = grid_gco2_per_kwh
@@ -241,6 +243,26 @@ class MeterSet:
         if not per_gpu:
             return None
         return _combine_gpu_stats(per_gpu)
+
+    def cloud_reading(
+        self, *, provider: str, model: str, completion_tokens: int, latency_s: float
+    ) -> EnergyReading:
+        """The EcoLogits estimate of a cloud generation, with carbon and cost derived."""
+        from pytest_llmlab.energy.cloud import ecologits_reading
+
+        reading = ecologits_reading(
+            provider=provider,
+            model=model,
+            completion_tokens=completion_tokens,
+            latency_s=latency_s,
+            zone=self.grid_zone,
+        )
+        return reading.derived(
+            completion_tokens=completion_tokens,
+            baseline_w=None,
+            grid_gco2_per_kwh=self.grid_gco2_per_kwh if self.grid_zone is None else None,
+            kwh_price=self.kwh_price,
+        )
 
     def measure_baseline(
         self, seconds: float, sleep: Callable[[float], None] = time.sleep

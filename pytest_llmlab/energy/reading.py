@@ -124,8 +124,12 @@ class EnergyReading(BaseModel):
                 "avg_power_w": self.joules / self.duration_s if self.duration_s > 0 else None,
                 "baseline_w": baseline_w,
                 "net_joules": net,
-                "gco2e": wh / 1000.0 * grid_gco2_per_kwh if grid_gco2_per_kwh is not None else None,
-                "cost": wh / 1000.0 * kwh_price if kwh_price is not None else None,
+                # An estimator's own carbon figure (EcoLogits' zone) stays unless the
+                # user gave an intensity.
+                "gco2e": (
+                    wh / 1000.0 * grid_gco2_per_kwh if grid_gco2_per_kwh is not None else self.gco2e
+                ),
+                "cost": wh / 1000.0 * kwh_price if kwh_price is not None else self.cost,
             }
         )
 

@@ -121,6 +121,12 @@ class OpenAICompatible:
         """True for a loopback endpoint: this machine's energy meters see its work."""
         return is_loopback(self.base_url)
 
+    @property
+    def cloud_provider(self) -> str | None:
+        """The cloud this endpoint belongs to, for energy estimates (``openai``)."""
+        host = urlsplit(self.base_url).hostname or ""
+        return "openai" if host == "api.openai.com" else None
+
     # -- availability -------------------------------------------------------------
 
     def ensure_available(self) -> None:

@@ -34,7 +34,7 @@ def iter_lines(chunks: Iterable[str]) -> Iterator[str]:
             start = match.end()
         pending = pending[start:]
     if pending:  # text without a line end, or one held back for a CR that was last
-        yield pending[:-1] if pending.endswith("\r") else pending
+        yield pending.removesuffix("\r")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,108 @@
+"""Rewrite records' energy after attribution over every window of the session.
+
+A generation's reading is the gross energy of its own window: all its meters saw. When
+generations overlap on one host (xdist workers on one machine), gross readings count
+the shared energy more than once. At session end the controller holds every record of
+every worker; `apportion_records` runs `attribute` over all their windows and rewrites
+each affected reading with its share. Shared measured components become
+``measured-apportioned``; an estimate stays ``estimated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from pytest_llmlab.energy.attribution import Attributed, attribute
+from pytest_llmlab.energy.base import Window
+from pytest_llmlab.energy.reading import PROVENANCE_ORDER, weakest
+
+__all__ = ["apportion_records"]
+
+_KINDS = ("cpu", "dram", "gpu")
+
+
+def _comparable(window: Window) -> Window:
+    """Counters built inside one process (integrated power, this process's CPU time)
+    cannot be compared with another process's: group those per process."""
+    if window.provenance == "integrated" or window.domain.endswith("-process"):
+        return replace(window, host=f"{window.host}|{window.process}")
+    return window
+
+
+def _windows(records: Sequence[dict[str, Any]]) -> list[Window]:
+    windows: list[Window] = []
+    for record in records:
+        energy = record.get("energy")
+        if isinstance(energy, dict):
+            windows.extend(_comparable(Window.from_dict(w)) for w in energy.get("windows", ()))
+    return windows
+
+
+def _apportioned(provenance: str, shared: bool) -> str:
+    if shared and provenance == "measured":
+        return "measured-apportioned"
+    return provenance
+
+
+def _rewrite(energy: dict[str, Any], results: dict[str, Attributed]) -> None:
+    """Replace each component's joules by its attributed share, and every figure
+    derived from the total."""
+    old_total = energy.get("joules") or 0.0
+    components: dict[str, dict[str, Any]] = {k: energy[k] for k in _KINDS if energy.get(k)}
+    components.update(energy.get("other") or {})
+    for component in components.values():
+        joules = 0.0
+        shared = False
+        for domain in component.get("domains", []):
+            result = results.get(domain)
+            if result is None:
+                continue
+            joules += result.joules
+            shared = shared or result.shared
+        component["joules"] = joules
+        component["provenance"] = _apportioned(component["provenance"], shared)
+        component["shared"] = shared
+    total = sum(c["joules"] for c in components.values())
+    energy["gross_joules"] = old_total
+    energy["joules"] = total
+    energy["provenance"] = weakest(c["provenance"] for c in components.values())
+    energy["measured"] = PROVENANCE_ORDER.index(energy["provenance"]) <= 2
+    scale = total / old_total if old_total else 0.0
+    for key in ("wh", "wh_per_1k", "prefill_joules", "decode_joules", "gco2e", "cost"):
+        if energy.get(key) is not None:
+            energy[key] = energy[key] * scale
+    duration = energy.get("duration_s") or 0.0
+    if energy.get("avg_power_w") is not None and duration > 0:
+        energy["avg_power_w"] = total / duration
+    if energy.get("baseline_w") is not None:
+        energy["net_joules"] = total - energy["baseline_w"] * duration
+
+
+def apportion_records(records: Sequence[dict[str, Any]]) -> int:
+    """Attribute over all records' windows; rewrite shared readings in place.
+
+    Returns how many records changed. Records whose windows overlap nothing keep their
+    gross reading untouched (attributed energy equals the window's own delta).
+    """
+    windows = _windows(records)
+    if not windows:
+        return 0
+    attributed = attribute(windows)
+    changed = 0
+    for record in records:
+        energy = record.get("energy")
+        if not isinstance(energy, dict) or not energy.get("windows"):
+            continue
+        window_id = energy["windows"][0]["window_id"]
+        results = attributed.get(window_id, {})
+        if not any(r.shared or r.warning for r in results.values()):
+            continue
+        _rewrite(energy, results)
+        warnings = sorted({r.warning for r in results.values() if r.warning})
+        if warnings:
+            energy["attribution_warning"] = "; ".join(warnings)
+        changed += 1
+    return changed
+
