@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any
 
+from pytest_llmlab.energy.meters import select_meters
+
 PROMPT = (
     "Write a numbered list of 60 different fruits, one per line, with a short "
     "description of each. Do not stop early."
@@ -106,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=120,
         announce=lambda message: print(message, file=sys.stderr),
     )
-    llm = LLM(model_spec=spec, temperature=0.0, provider=provider)
+    # The plugin path as a test gets it: metered by the session's auto-selected meters.
+    meters = select_meters(("auto",))
+    print(f"meters: {meters.description}", file=sys.stderr)
+    llm = LLM(model_spec=spec, temperature=0.0, provider=provider, meters=meters)
     client: httpx.Client | None = None
     wall_start = time.perf_counter()
     try:

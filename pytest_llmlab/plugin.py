@@ -278,6 +278,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("llm_case", cases, ids=[case.id for case in cases])
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Say what meters this run uses, once, where the header is: only when a collected
+    test needs them (collection is when that becomes known)."""
+    if _is_worker(session.config) or session.config.option.collectonly:
+        return
+    metered = any(
+        {"llm_case", "meter"} & set(getattr(item, "fixturenames", ())) for item in session.items
+    )
+    if not metered:
+        return
+    state = session.config.stash[STATE]
+    reporter = session.config.pluginmanager.getplugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"llmlab energy: {state.meter_set().description}")
+
+
 # -- fixtures -------------------------------------------------------------------------
 
 

@@ -304,7 +304,15 @@ def test_generations_carry_an_estimated_reading(pytester: pytest.Pytester) -> No
         "--llm-cpu-tdp=7", "--llm-baseline-s=0", "--llm-kwh-price=0.25", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["llmlab energy: *using cpu-estimate with 7 W per logical CPU*"])
+    # Once after collection (before the tests run), once in the summary.
+    result.stdout.fnmatch_lines(
+        [
+            "collected 2 items",
+            "llmlab energy: *using cpu-estimate with 7 W per logical CPU*",
+            "*test_generations_carry_an_estimated_reading.py ..*",
+            "llmlab energy: *using cpu-estimate with 7 W per logical CPU*",
+        ]
+    )
     records = [
         json.loads(line)
         for line in (pytester.path / "reports" / "results.jsonl").read_text().splitlines()
@@ -328,3 +336,32 @@ def test_remote_endpoint_is_not_metered_locally(pytester: pytest.Pytester) -> No
     )
     result = pytester.runpytest("--llm-baseline-s=0", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_window_dict_round_trip() -> None:
+    import dataclasses
+
+    from pytest_llmlab.energy.base import Window
+
+    window = Window(
+        window_id="h:1:1", host="h", process="h:1", domain="package-0", t_start_ns=1,
+        t_end_ns=5, counter_start_j=2.0, counter_end_j=3.5, wrap_j=4294.967295,
+        provenance="measured", segments=(TokenSegment(1, 3, 7), TokenSegment(3, 5, 2)),
+    )  # fmt: skip
+    data = window.to_dict()
+    assert data == dataclasses.asdict(window) | {
+        "segments": [dataclasses.asdict(s) for s in window.segments]
+    }
+    assert Window.from_dict(data) == window
+    assert window.joules == 1.5
+
+
+def test_cpu_estimate_keeps_proc_stat_open_and_closes_it(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    write_proc_stat(stat, busy_ticks=0)
+    meter = CpuEstimateMeter(watts_per_logical_cpu=1.0, proc_stat=stat)
+    write_proc_stat(stat, busy_ticks=100)  # rewritten in place, as procfs regenerates it
+    assert meter.sample()[0].joules == pytest.approx(100 * meter._tick_s)
+    meter.close()
+    meter.close()
+    assert meter._fd is None

@@ -203,7 +203,8 @@ def test_xdist_workers_record_everything_once(pytester: pytest.Pytester) -> None
 
         @pytest.mark.parametrize("n", range(3))
         def test_capital(llm, n):
-            assert "Paris" in llm.generate({PARIS!r}, max_tokens=16).text
+            # T=0.5 samples: this run checks recording, not the answer.
+            assert llm.generate({PARIS!r}, max_tokens=16).usage.completion_tokens > 0
         """
     )
     result = pytester.runpytest_subprocess("-n", "2", "--llm-temperatures=0,0.5")

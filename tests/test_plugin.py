@@ -179,6 +179,7 @@ def test_tests_without_llm_fixtures_are_untouched(pytester: pytest.Pytester) -> 
     result = pytester.runpytest("-q")
     result.assert_outcomes(passed=1)
     assert not (pytester.path / "reports").exists(), "no generation, so no report files"
+    assert "llmlab energy" not in result.stdout.str(), "no metered test, so no meter started"
 
 
 @pytest.mark.parametrize(

@@ -105,4 +105,3 @@ def apportion_records(records: Sequence[dict[str, Any]]) -> int:
             energy["attribution_warning"] = "; ".join(warnings)
         changed += 1
     return changed
-

@@ -15,8 +15,9 @@ between two processes are taken modulo ``wrap_j``; non-wrapping counters have
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, Protocol
 
 __all__ = [
     "DOMAIN_KINDS",
@@ -42,6 +43,7 @@ DOMAIN_KINDS: dict[str, str] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
 def domain_kind(domain: str) -> str:
     """``package-0`` -> ``cpu``, ``dram-1`` -> ``dram``, ``gpu-0`` -> ``gpu``,
     ``cpu-estimate`` -> ``cpu``; anything else is its own kind (a PDU, a plug)."""
@@ -54,9 +56,11 @@ class MeterUnavailable(Exception):
     one, the remedy (``chmod``/udev rule for RAPL, driver for NVML)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CounterSample:
-    """One reading of one domain's cumulative counter."""
+class CounterSample(NamedTuple):
+    """One reading of one domain's cumulative counter.
+
+    A NamedTuple, not a dataclass: meters build one per domain at every window edge,
+    and a frozen dataclass costs several times more to construct."""
 
     domain: str
     joules: float  # cumulative, non-decreasing within one process (wraps unfolded)
@@ -113,9 +117,23 @@ class Window:
         return self.counter_end_j - self.counter_start_j
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["segments"] = [asdict(s) for s in self.segments]
-        return data
+        # By hand: dataclasses.asdict deep-copies recursively and was most of the cost
+        # of closing a window.
+        return {
+            "window_id": self.window_id,
+            "host": self.host,
+            "process": self.process,
+            "domain": self.domain,
+            "t_start_ns": self.t_start_ns,
+            "t_end_ns": self.t_end_ns,
+            "counter_start_j": self.counter_start_j,
+            "counter_end_j": self.counter_end_j,
+            "wrap_j": self.wrap_j,
+            "provenance": self.provenance,
+            "segments": [
+                {"t0_ns": s.t0_ns, "t1_ns": s.t1_ns, "tokens": s.tokens} for s in self.segments
+            ],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Window:

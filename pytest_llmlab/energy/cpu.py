@@ -80,6 +80,12 @@ class CpuEstimateMeter:
             self.watts = watts_per_logical_cpu
             self.watts_source = "--llm-cpu-tdp"
         self._proc_stat = proc_stat
+        # Kept open and re-read at offset 0: procfs regenerates the text on each read,
+        # and one pread is a fraction of open+read+close at every window edge.
+        try:
+            self._fd: int | None = os.open(proc_stat, os.O_RDONLY)
+        except OSError:
+            self._fd = None
         self._tick_s = 1.0 / float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 0.01
         self.system_wide = self._busy_ticks() is not None
         self.resolution_s = self._tick_s if self.system_wide else 0.001
@@ -91,9 +97,10 @@ class CpuEstimateMeter:
 
     def _busy_ticks(self) -> int | None:
         """Busy clock ticks of all CPUs since boot: everything but idle and iowait."""
+        if self._fd is None:
+            return None
         try:
-            with self._proc_stat.open("rb") as handle:
-                fields = handle.readline().split()
+            fields = os.pread(self._fd, 512, 0).split(b"\n", 1)[0].split()
         except OSError:
             return None
         if not fields or fields[0] != b"cpu":
@@ -128,4 +135,7 @@ class CpuEstimateMeter:
         ]
 
     def close(self) -> None:
-        """Nothing to release: the counter is read on demand."""
+        """Close /proc/stat (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

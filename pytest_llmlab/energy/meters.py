@@ -10,13 +10,12 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from pytest_llmlab.energy.base import CounterSample, Meter, MeterUnavailable, TokenSegment, Window
+from pytest_llmlab.energy.base import CounterSample, Meter, MeterUnavailable, TokenSegment
 from pytest_llmlab.energy.cpu import CpuEstimateMeter
 from pytest_llmlab.energy.reading import EnergyReading, GpuStats, reading_from_samples
 
@@ -168,7 +167,7 @@ class MeterSet:
         self.host = socket.gethostname()
         self.process = f"{self.host}:{os.getpid()}"
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        self._has_gpu_stats = any(hasattr(m, "gpu_stats") for m in self.meters)
 
     @property
     def names(self) -> list[str]:
@@ -193,36 +192,24 @@ class MeterSet:
     ) -> EnergyReading:
         if not self.meters:
             return EnergyReading.unavailable(self.description)
-        with self._lock:
-            base_id = f"{self.process}:{next(self._ids)}"
-        begin = {s.domain: s for s in start}
-        windows = [
-            Window(
-                window_id=base_id,
-                host=self.host,
-                process=self.process,
-                domain=s.domain,
-                t_start_ns=begin[s.domain].t_ns,
-                t_end_ns=s.t_ns,
-                counter_start_j=begin[s.domain].joules,
-                counter_end_j=s.joules,
-                wrap_j=s.wrap_j,
-                provenance=s.provenance,
-                segments=tuple(segments),
-            )
-            for s in end
-            if s.domain in begin
-        ]
-        reading = reading_from_samples(
+        # next() on itertools.count is atomic under the GIL: ids stay unique across
+        # threads without a lock.
+        identity = {
+            "window_id": f"{self.process}:{next(self._ids)}",
+            "host": self.host,
+            "process": self.process,
+            "segments": [
+                {"t0_ns": g.t0_ns, "t1_ns": g.t1_ns, "tokens": g.tokens} for g in segments
+            ],
+        }
+        return reading_from_samples(
             start=start,
             end=end,
             first_token=first_token,
             meters=self.names,
-            windows=windows,
-            gpu_stats=self._gpu_stats(start, end),
-        )
-        reading = reading.model_copy(update={"note": self.description})
-        return reading.derived(
+            window=identity,
+            gpu_stats=self._gpu_stats(start, end) if self._has_gpu_stats else None,
+            note=self.description,
             completion_tokens=completion_tokens,
             baseline_w=self.baseline_w,
             grid_gco2_per_kwh=self.grid_gco2_per_kwh,

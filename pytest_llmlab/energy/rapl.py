@@ -267,6 +267,14 @@ class RaplMeter:
         """The kept domains, in sample order."""
         return [c.domain for c in self._counters]
 
+    @property
+    def description(self) -> str:
+        """One line for the terminal: what is read, from where, how often polled."""
+        return (
+            f"{', '.join(self.domains)} from {self.root} "
+            f"(wraps tracked every {self.poll_interval_s:g} s)"
+        )
+
     def _read_all_locked(self) -> list[CounterSample]:
         """Read and unwrap every counter; the one path shared by sample() and the
         poller, so wraps are counted once whichever read sees them. Lock held: reads

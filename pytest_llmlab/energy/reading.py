@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SkipValidation
 
-from pytest_llmlab.energy.base import CounterSample, Provenance, Window, domain_kind
+from pytest_llmlab.energy.base import CounterSample, Provenance, domain_kind
 
 __all__ = [
     "LOW_CONFIDENCE_BELOW_S",
@@ -34,10 +34,13 @@ PROVENANCE_ORDER: tuple[Provenance, ...] = (
 _MEASURED: frozenset[str] = frozenset({"measured", "measured-apportioned", "integrated"})
 
 
+_RANK: dict[str, int] = {p: i for i, p in enumerate(PROVENANCE_ORDER)}
+
+
 def weakest(provenances: Iterable[Provenance]) -> Provenance:
     """The weakest of several provenances (``unavailable`` for none)."""
-    ranks = [PROVENANCE_ORDER.index(p) for p in provenances]
-    return PROVENANCE_ORDER[max(ranks)] if ranks else "unavailable"
+    worst = max((_RANK[p] for p in provenances), default=len(PROVENANCE_ORDER) - 1)
+    return PROVENANCE_ORDER[worst]
 
 
 class DomainEnergy(BaseModel):
@@ -94,8 +97,9 @@ class EnergyReading(BaseModel):
     gpu_stats: GpuStats | None = None
     gco2e: float | None = None
     cost: float | None = None
-    #: The raw windows (plain dicts) the controller re-attributes at session end.
-    windows: list[dict[str, Any]] = Field(default_factory=list, repr=False)
+    #: The raw windows (plain dicts) the controller re-attributes at session end. Built
+    #: by `MeterSet` itself, so not re-validated (that copied every dict per window).
+    windows: SkipValidation[list[dict[str, Any]]] = Field(default_factory=list, repr=False)
 
     @classmethod
     def unavailable(cls, reason: str, *, duration_s: float = 0.0) -> EnergyReading:
@@ -112,57 +116,57 @@ class EnergyReading(BaseModel):
         """Fill the figures computed from joules: Wh, Wh/1k, net, carbon, cost."""
         if self.joules is None:
             return self.model_copy(update={"completion_tokens": completion_tokens})
-        wh = self.joules / 3600.0
-        net = None
-        if baseline_w is not None:
-            net = self.joules - baseline_w * self.duration_s
         return self.model_copy(
-            update={
-                "wh": wh,
-                "wh_per_1k": wh / completion_tokens * 1000.0 if completion_tokens else None,
-                "completion_tokens": completion_tokens,
-                "avg_power_w": self.joules / self.duration_s if self.duration_s > 0 else None,
-                "baseline_w": baseline_w,
-                "net_joules": net,
-                # An estimator's own carbon figure (EcoLogits' zone) stays unless the
-                # user gave an intensity.
-                "gco2e": (
-                    wh / 1000.0 * grid_gco2_per_kwh if grid_gco2_per_kwh is not None else self.gco2e
-                ),
-                "cost": wh / 1000.0 * kwh_price if kwh_price is not None else self.cost,
-            }
+            update=derived_figures(
+                self.joules,
+                self.duration_s,
+                completion_tokens=completion_tokens,
+                baseline_w=baseline_w,
+                grid_gco2_per_kwh=grid_gco2_per_kwh,
+                kwh_price=kwh_price,
+                gco2e=self.gco2e,
+                cost=self.cost,
+            )
         )
 
 
-def _delta_by_domain(
-    start: Sequence[CounterSample], end: Sequence[CounterSample]
-) -> dict[str, tuple[float, Provenance]]:
-    begin = {s.domain: s for s in start}
-    deltas: dict[str, tuple[float, Provenance]] = {}
+def derived_figures(
+    joules: float,
+    duration_s: float,
+    *,
+    completion_tokens: int | None,
+    baseline_w: float | None,
+    grid_gco2_per_kwh: float | None,
+    kwh_price: float | None,
+    gco2e: float | None = None,
+    cost: float | None = None,
+) -> dict[str, Any]:
+    """Wh, Wh/1k, average power, net energy, carbon and cost from the total joules.
+
+    An estimator's own carbon figure (EcoLogits' zone) and cost stay unless the user
+    gave an intensity or a price.
+    """
+    wh = joules / 3600.0
+    return {
+        "wh": wh,
+        "wh_per_1k": wh / completion_tokens * 1000.0 if completion_tokens else None,
+        "completion_tokens": completion_tokens,
+        "avg_power_w": joules / duration_s if duration_s > 0 else None,
+        "baseline_w": baseline_w,
+        "net_joules": joules - baseline_w * duration_s if baseline_w is not None else None,
+        "gco2e": wh / 1000.0 * grid_gco2_per_kwh if grid_gco2_per_kwh is not None else gco2e,
+        "cost": wh / 1000.0 * kwh_price if kwh_price is not None else cost,
+    }
+
+
+def _window_delta(start: dict[str, CounterSample], end: Sequence[CounterSample]) -> float:
+    """Total joules between two sample sets (domains in both), never negative."""
+    total = 0.0
     for sample in end:
-        first = begin.get(sample.domain)
-        if first is not None:
-            deltas[sample.domain] = (max(0.0, sample.joules - first.joules), sample.provenance)
-    return deltas
-
-
-def group_by_kind(
-    deltas: dict[str, tuple[float, Provenance]],
-) -> dict[str, DomainEnergy]:
-    """Sum domain deltas into cpu / dram / gpu / other kinds."""
-    kinds: dict[str, DomainEnergy] = {}
-    for domain, (joules, provenance) in sorted(deltas.items()):
-        kind = domain_kind(domain)
-        current = kinds.get(kind)
-        if current is None:
-            kinds[kind] = DomainEnergy(joules=joules, provenance=provenance, domains=[domain])
-        else:
-            kinds[kind] = DomainEnergy(
-                joules=current.joules + joules,
-                provenance=weakest([current.provenance, provenance]),
-                domains=[*current.domains, domain],
-            )
-    return kinds
+        first = start.get(sample.domain)
+        if first is not None and sample.joules > first.joules:
+            total += sample.joules - first.joules
+    return total
 
 
 def reading_from_samples(
@@ -171,30 +175,87 @@ def reading_from_samples(
     end: Sequence[CounterSample],
     first_token: Sequence[CounterSample] | None,
     meters: Sequence[str],
-    windows: Sequence[Window],
+    window: dict[str, Any] | None = None,
     gpu_stats: GpuStats | None = None,
+    note: str | None = None,
+    completion_tokens: int | None = None,
+    baseline_w: float | None = None,
+    grid_gco2_per_kwh: float | None = None,
+    kwh_price: float | None = None,
 ) -> EnergyReading:
-    """The gross reading of one window from its edge samples."""
-    t_start = min((s.t_ns for s in start), default=0)
-    t_end = max((s.t_ns for s in end), default=t_start)
-    duration_s = max(0.0, (t_end - t_start) / 1e9)
-    deltas = _delta_by_domain(start, end)
-    if not deltas:
+    """The gross reading of one window from its edge samples, every figure filled.
+
+    ``window`` (``window_id``, ``host``, ``process``, ``segments``) names the window:
+    the reading then carries one `Window` dict per domain for session-end attribution.
+
+    Runs at every generation's end (the bench's 100 us window target), so it makes one
+    pass over the samples and builds each pydantic model once.
+    """
+    # Plain loops, no generator expressions: this is the hot end of every generation.
+    begin: dict[str, CounterSample] = {}
+    t_start = start[0].t_ns if start else 0
+    for sample in start:
+        begin[sample.domain] = sample
+        t_start = min(t_start, sample.t_ns)
+    t_end = t_start
+    total = 0.0
+    worst = 0
+    # kind -> (joules, worst provenance rank, domains), in sample order.
+    kinds: dict[str, tuple[float, int, list[str]]] = {}
+    windows: list[dict[str, Any]] = []
+    for sample in end:
+        first = begin.get(sample.domain)
+        if first is None:
+            continue
+        if window is not None:
+            # The fields of `Window`, as the plain dict records carry.
+            windows.append(
+                {
+                    "window_id": window["window_id"],
+                    "host": window["host"],
+                    "process": window["process"],
+                    "domain": sample.domain,
+                    "t_start_ns": first.t_ns,
+                    "t_end_ns": sample.t_ns,
+                    "counter_start_j": first.joules,
+                    "counter_end_j": sample.joules,
+                    "wrap_j": sample.wrap_j,
+                    "provenance": sample.provenance,
+                    "segments": window["segments"],
+                }
+            )
+        t_end = max(t_end, sample.t_ns)
+        joules = sample.joules - first.joules
+        joules = max(joules, 0.0)
+        rank = _RANK[sample.provenance]
+        worst = max(worst, rank)
+        total += joules
+        kind = domain_kind(sample.domain)
+        previous = kinds.get(kind)
+        if previous is None:
+            kinds[kind] = (joules, rank, [sample.domain])
+        else:
+            previous[2].append(sample.domain)
+            kinds[kind] = (previous[0] + joules, max(previous[1], rank), previous[2])
+    duration_s = (t_end - t_start) / 1e9 if t_end > t_start else 0.0
+    if not kinds:
         return EnergyReading.unavailable("no meter produced a reading", duration_s=duration_s)
-    kinds = group_by_kind(deltas)
-    total = sum(k.joules for k in kinds.values())
+    components = {
+        kind: DomainEnergy(joules=j, provenance=PROVENANCE_ORDER[r], domains=d)
+        for kind, (j, r, d) in kinds.items()
+    }
+    provenance = PROVENANCE_ORDER[worst]
     prefill = decode = None
     if first_token:
-        prefill = sum(j for j, _ in _delta_by_domain(start, first_token).values())
-        decode = sum(j for j, _ in _delta_by_domain(first_token, end).values())
-    provenance = weakest(k.provenance for k in kinds.values())
+        prefill = _window_delta(begin, first_token)
+        decode = _window_delta({s.domain: s for s in first_token}, end)
     low = duration_s < LOW_CONFIDENCE_BELOW_S
     return EnergyReading(
         joules=total,
-        cpu=kinds.pop("cpu", None),
-        dram=kinds.pop("dram", None),
-        gpu=kinds.pop("gpu", None),
-        other=kinds,
+        cpu=components.pop("cpu", None),
+        dram=components.pop("dram", None),
+        gpu=components.pop("gpu", None),
+        other=components,
         prefill_joules=prefill,
         decode_joules=decode,
         duration_s=duration_s,
@@ -207,7 +268,16 @@ def reading_from_samples(
             if low
             else None
         ),
+        note=note,
         meter=list(meters),
         gpu_stats=gpu_stats,
-        windows=[w.to_dict() for w in windows],
+        windows=windows,
+        **derived_figures(
+            total,
+            duration_s,
+            completion_tokens=completion_tokens,
+            baseline_w=baseline_w,
+            grid_gco2_per_kwh=grid_gco2_per_kwh,
+            kwh_price=kwh_price,
+        ),
     )
