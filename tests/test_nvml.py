@@ -676,3 +676,29 @@ def test_real_nvml_hardware() -> None:
     finally:
         meter.close()
     assert not meter.sampler.running
+
+
+def test_window_shorter_than_the_counter_period_is_integrated_from_power(
+    make_meter: Callable[..., tuple[NvmlMeter, FakeNvml]], clock: FakeClock
+) -> None:
+    """NVML's energy counter moves about every 100 ms: a 50 ms window would read 0 J
+    (or a whole update), so its energy comes from the power samples instead."""
+    from pytest_llmlab.energy.meters import MeterSet
+
+    gpu = FakeGpu(UUID_A, energy_mj=1_000_000, power_mw=200_000)
+    meter, _ = make_meter([gpu])
+    meter.sampler.tick()
+    meters = MeterSet([meter], "fake nvml")
+    window = meters.open("short")
+    clock.advance(0.05)  # the counter does not move within 50 ms
+    short = window.close(completion_tokens=5)
+    assert short.gpu is not None and short.gpu.provenance == "integrated"
+    assert short.gpu.joules == pytest.approx(200.0 * 0.05)  # 200 W x 50 ms
+    assert short.provenance == "integrated" and short.measured
+
+    window = meters.open("long")
+    gpu.energy_mj += 60_000  # 60 J over 0.3 s on the counter
+    clock.advance(0.3)
+    long = window.close(completion_tokens=5)
+    assert long.gpu is not None and long.gpu.provenance == "measured"
+    assert long.gpu.joules == pytest.approx(60.0)

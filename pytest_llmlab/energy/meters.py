@@ -168,6 +168,11 @@ class MeterSet:
         self.process = f"{self.host}:{os.getpid()}"
         self._ids = itertools.count(1)
         self._has_gpu_stats = any(hasattr(m, "gpu_stats") for m in self.meters)
+        self._short_window = [
+            m.short_window_joules
+            for m in self.meters
+            if hasattr(m, "short_window_joules")
+        ]
 
     @property
     def names(self) -> list[str]:
@@ -202,6 +207,8 @@ class MeterSet:
                 {"t0_ns": g.t0_ns, "t1_ns": g.t1_ns, "tokens": g.tokens} for g in segments
             ],
         }
+        if self._short_window:
+            end = self._integrate_short_windows(start, end)
         return reading_from_samples(
             start=start,
             end=end,
@@ -215,6 +222,30 @@ class MeterSet:
             grid_gco2_per_kwh=self.grid_gco2_per_kwh,
             kwh_price=self.kwh_price,
         )
+
+    def _integrate_short_windows(
+        self, start: list[CounterSample], end: list[CounterSample]
+    ) -> list[CounterSample]:
+        """GPU energy counters update about every 100 ms: a shorter window's counter
+        delta is mostly quantization, so its energy comes from power samples instead
+        (provenance ``integrated``)."""
+        begin = {s.domain: s for s in start}
+        replaced: list[CounterSample] = []
+        for sample in end:
+            first = begin.get(sample.domain)
+            joules = None
+            if first is not None:
+                for integrate in self._short_window:
+                    joules = integrate(sample.domain, first.t_ns, sample.t_ns)
+                    if joules is not None:
+                        break
+            if joules is None or first is None:
+                replaced.append(sample)
+            else:
+                replaced.append(
+                    sample._replace(joules=first.joules + joules, provenance="integrated")
+                )
+        return replaced
 
     def _gpu_stats(self, start: list[CounterSample], end: list[CounterSample]) -> GpuStats | None:
         t0 = min((s.t_ns for s in start), default=0)

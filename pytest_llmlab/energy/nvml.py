@@ -419,6 +419,19 @@ class NvmlMeter:
             raise MeterUnavailable(f"NVML: {dev.domain}: no power reading yet") from exc
         return CounterSample(domain=dev.domain, joules=joules, t_ns=t_ns, provenance="integrated")
 
+    def short_window_joules(self, domain: str, t0_ns: int, t1_ns: int) -> float | None:
+        """Energy of a window shorter than the counter's update period, from the power
+        samples (the counter may not have moved at all); None when this is not one of
+        this meter's counter-path GPUs or there is no power sample."""
+        counter_domains = {d.domain for d in self.devices if d.energy == "counter"}
+        if domain not in counter_domains or t1_ns - t0_ns >= self.counter_period_ns:
+            return None
+        self.sampler.tick_source(domain)  # a power reading at the window's end
+        try:
+            return self.sampler.integrate(domain, t0_ns, t1_ns, "power_w")
+        except (NoSamples, ValueError):
+            return None
+
     def gpu_stats(self, domain: str, t0_ns: int, t1_ns: int) -> dict[str, float | None]:
         """Utilization %, memory MiB, temperature C and power W of one GPU over
         [t0_ns, t1_ns]: averages (time-weighted) and maxima; None where the GPU does
