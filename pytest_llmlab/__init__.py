@@ -16,6 +16,7 @@ from pytest_llmlab.errors import (
     ModelUnavailable,
     StreamError,
 )
+from pytest_llmlab.expect import ExpectationFailed, confidence_of, expect, parse
 from pytest_llmlab.llm import LLM, GenerationStream
 from pytest_llmlab.models.base import (
     Generation,
@@ -27,12 +28,15 @@ from pytest_llmlab.models.base import (
     Usage,
 )
 from pytest_llmlab.models.spec import ModelSpec, parse_spec
+from pytest_llmlab.samples import PassRate, Samples
+from pytest_llmlab.stats import MetricStats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LLM",
     "EndpointUnreachable",
+    "ExpectationFailed",
     "Generation",
     "GenerationError",
     "GenerationStream",
@@ -40,16 +44,22 @@ __all__ = [
     "HTTPStatusError",
     "LLMLabError",
     "Message",
+    "MetricStats",
     "MissingAPIKey",
     "ModelNotFound",
     "ModelSpec",
     "ModelUnavailable",
+    "PassRate",
     "Request",
+    "Samples",
     "StreamError",
     "Timings",
     "TokenLogprob",
     "TopLogprob",
     "Usage",
     "__version__",
+    "confidence_of",
+    "expect",
+    "parse",
     "parse_spec",
 ]

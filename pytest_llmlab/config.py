@@ -103,6 +103,26 @@ def _parse_meter(raw: str) -> tuple[str, ...]:
     return parse_meter_choice(raw)
 
 
+def _fraction(raw: str) -> float:
+    value = _non_negative(raw)
+    if value > 1.0:
+        raise ValueError(f"{raw} is not between 0 and 1")
+    return value
+
+
+def _open_fraction(raw: str) -> float:
+    value = _fraction(raw)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{raw} must be strictly between 0 and 1")
+    return value
+
+
+def _parse_pass_rule(raw: str) -> tuple[str, int]:
+    from pytest_llmlab.sampling import parse_pass_rule
+
+    return parse_pass_rule(raw)
+
+
 def _parse_url(raw: str) -> str:
     url = raw.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
@@ -234,6 +254,56 @@ OPTIONS: tuple[Option, ...] = (
         _optional(_non_negative),
         None,
     ),
+    Option(
+        "runs",
+        "run every LLM test body this many times and decide by the pass rate (default 1)",
+        _positive(int),
+        "1",
+    ),
+    Option(
+        "pass_rate",
+        "share of runs that must pass, 0..1 (default 1.0: all)",
+        _fraction,
+        "1.0",
+    ),
+    Option(
+        "pass_rule",
+        "how runs decide: rate, wilson (lower confidence bound), pass@K, pass^K (default rate)",
+        _parse_pass_rule,
+        "rate",
+    ),
+    Option(
+        "confidence",
+        "confidence level of intervals and the wilson rule (default 0.95)",
+        _open_fraction,
+        "0.95",
+    ),
+    Option(
+        "no_early_stop",
+        "run every planned run even once the verdict can no longer change",
+        _parse_bool,
+        "false",
+        flag=True,
+    ),
+    Option(
+        "strict_capabilities",
+        "fail (instead of skip) confidence checks on backends that return no logprobs",
+        _parse_bool,
+        "false",
+        flag=True,
+    ),
+    Option(
+        "energy_budget",
+        "fail any generation above this many Wh per 1000 output tokens",
+        _optional(_non_negative),
+        None,
+    ),
+    Option(
+        "ttft_budget",
+        "fail any generation whose time to first token exceeds this many seconds",
+        _optional(_positive(float)),
+        None,
+    ),
     *(
         Option(
             f"{provider}_base_url",
@@ -266,6 +336,14 @@ class Settings(BaseModel):
     grid_gco2_per_kwh: float | None
     grid_zone: str | None
     kwh_price: float | None
+    runs: int
+    pass_rate: float
+    pass_rule: tuple[str, int]
+    confidence: float
+    no_early_stop: bool
+    strict_capabilities: bool
+    energy_budget: float | None
+    ttft_budget: float | None
     openai_base_url: str
     lmstudio_base_url: str
     vllm_base_url: str

@@ -18,6 +18,7 @@ from pytest_llmlab.errors import LLMLabError, hide_own_frames
 from pytest_llmlab.models.assemble import GenerationAssembler
 from pytest_llmlab.models.base import Generation, Message, Provider, Request, StreamHandle
 from pytest_llmlab.models.spec import ModelSpec
+from pytest_llmlab.samples import Samples
 
 __all__ = ["LLM", "GenerationStream"]
 
@@ -164,6 +165,12 @@ class LLM:
         self.defaults = dict(defaults or {})
         self._recorder = recorder
         self.meters = meters
+        #: Set by the repeated-sampling runner: the current run, and the amount added
+        #: to a fixed seed so every run is a fresh (still reproducible) sample.
+        self.run_index: int | None = None
+        self.seed_offset = 0
+        #: Every generation this model made (finished, stopped or failed), in order.
+        self.generations: list[Generation] = []
         self._open: list[GenerationStream] = []
 
     @property
@@ -218,12 +225,15 @@ class LLM:
             messages=chat,
             temperature=self.temperature if temperature is None else temperature,
             max_tokens=max_tokens if max_tokens is not None else self.defaults.get("max_tokens"),
-            seed=seed if seed is not None else self.defaults.get("seed"),
+            seed=self._seed(seed if seed is not None else self.defaults.get("seed")),
             stop=[stop] if isinstance(stop, str) else (list(stop) if stop else None),
             logprobs=logprobs,
             top_logprobs=top_logprobs,
             params=merged_params,
         )
+
+    def _seed(self, seed: int | None) -> int | None:
+        return None if seed is None else seed + self.seed_offset
 
     def stream(self, prompt: str | None = None, **kwargs: Any) -> GenerationStream:
         """Start a generation; iterate the result for answer text as it arrives.
@@ -309,8 +319,31 @@ class LLM:
             pass
         return stream.generation
 
+    def sample(self, prompt: str | None = None, *, n: int, **kwargs: Any) -> Samples:
+        """Generate `n` answers to the same request and return them as `Samples`.
+
+        Takes the arguments of `generate`. A fixed ``seed`` is advanced by one per
+        sample (seed, seed+1, ...) so the samples are reproducible yet not identical.
+        """
+        __tracebackhide__ = hide_own_frames
+        if n < 1:
+            raise ValueError(f"llm.sample needs n >= 1, got {n}")
+        seed = kwargs.pop("seed", None)
+        if seed is None:
+            seed = self.defaults.get("seed")
+        generations = [
+            self.generate(prompt, seed=None if seed is None else seed + i, **kwargs)
+            for i in range(n)
+        ]
+        return Samples(generations)
+
+    def samples(self) -> Samples:
+        """Every generation made through this fixture so far, with statistics."""
+        return Samples(self.generations)
+
     def _finished(self, generation: Generation) -> None:
         self._open = [s for s in self._open if not s.finished]
+        self.generations.append(generation)
         if self._recorder is not None:
             self._recorder(generation)
 

@@ -7,6 +7,7 @@ each is called.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Callable, Generator, Iterator
@@ -27,18 +28,29 @@ from pytest_llmlab.energy.apportion import apportion_records
 from pytest_llmlab.energy.cloud import zone_intensity
 from pytest_llmlab.energy.meters import MeterSelectionError, MeterSet, OpenWindow, select_meters
 from pytest_llmlab.errors import ModelUnavailable
+from pytest_llmlab.expect import ExpectationFailed, collecting
 from pytest_llmlab.llm import LLM
 from pytest_llmlab.models.base import Generation
 from pytest_llmlab.models.registry import ProviderPool
 from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec, split_list
 from pytest_llmlab.results import RECORD_KEY, JsonlWriter, record_from_generation
+from pytest_llmlab.sampling import (
+    RunOutcome,
+    SamplingPlan,
+    SamplingResult,
+    parse_pass_rule,
+    run_repeated,
+)
 
-MARKER_KEYS = ("models", "temperatures", "max_tokens", "system", "seed", "stop")
+SAMPLING_KEYS = ("runs", "pass_rate", "pass_rule", "confidence", "early_stop")
+MARKER_KEYS = ("models", "temperatures", "max_tokens", "system", "seed", "stop", *SAMPLING_KEYS)
 MARKER_HELP = (
     "llm(models=[...], temperatures=[...], max_tokens=None, system=None, seed=None, "
-    "stop=None, **params): run this test on these models/temperatures instead of the "
-    "session's, and use these generation defaults"
+    "stop=None, runs=1, pass_rate=1.0, pass_rule='rate', confidence=0.95, "
+    "early_stop=True, **params): run this test on these models/temperatures instead of "
+    "the session's, with these generation defaults, repeated and decided by pass rate"
 )
+SAMPLING_KEY = "llmlab_sampling"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +115,7 @@ class SessionState:
 class ItemRecords:
     pending: list[dict[str, Any]] = field(default_factory=list)
     call_outcome: str | None = None
+    sampling: SamplingResult | None = None
 
 
 STATE = pytest.StashKey[SessionState]()
@@ -271,9 +284,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "llm_case" not in metafunc.fixturenames:
         return
     settings = metafunc.config.stash[STATE].settings
+    marker = _marker_values(metafunc.definition)
     try:
-        cases = llm_cases(settings, _marker_values(metafunc.definition))
-    except SpecError as exc:
+        cases = llm_cases(settings, marker)
+        sampling_plan(settings, marker)
+    except (SpecError, ValueError) as exc:
         pytest.fail(f"{metafunc.definition.nodeid}: @pytest.mark.llm: {exc}", pytrace=False)
     metafunc.parametrize("llm_case", cases, ids=[case.id for case in cases])
 
@@ -292,6 +307,30 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     reporter = session.config.pluginmanager.getplugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"llmlab energy: {state.meter_set().description}")
+
+
+def sampling_plan(settings: Settings, marker: dict[str, Any]) -> SamplingPlan:
+    """The test's repeated-sampling plan: marker keywords over the session's options."""
+    rule, k = settings.pass_rule
+    if "pass_rule" in marker:
+        rule, k = parse_pass_rule(str(marker["pass_rule"]))
+    runs = marker.get("runs", settings.runs)
+    pass_rate = marker.get("pass_rate", settings.pass_rate)
+    confidence = marker.get("confidence", settings.confidence)
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+        raise ValueError(f"runs={runs!r} must be a whole number >= 1")
+    if not isinstance(pass_rate, int | float) or not 0.0 <= pass_rate <= 1.0:
+        raise ValueError(f"pass_rate={pass_rate!r} must be between 0 and 1")
+    if not isinstance(confidence, float) or not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence!r} must be strictly between 0 and 1")
+    return SamplingPlan(
+        runs=runs,
+        pass_rate=float(pass_rate),
+        rule=rule,
+        k=k,
+        confidence=confidence,
+        early_stop=bool(marker.get("early_stop", not settings.no_early_stop)),
+    )
 
 
 # -- fixtures -------------------------------------------------------------------------
@@ -357,11 +396,11 @@ def llm(request: pytest.FixtureRequest, llm_case: LLMCase) -> Iterator[LLM]:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
     def record(generation: Generation) -> None:
-        records.pending.append(
-            record_from_generation(
-                generation, test_id=item.nodeid, alias=llm_case.model.alias, worker=worker
-            )
+        entry = record_from_generation(
+            generation, test_id=item.nodeid, alias=llm_case.model.alias, worker=worker
         )
+        entry["run"] = bound.run_index
+        records.pending.append(entry)
 
     bound = LLM(
         model_spec=llm_case.model,
@@ -408,6 +447,120 @@ def meter(request: pytest.FixtureRequest) -> EnergyMeter:
     return EnergyMeter(request.config.stash[STATE].meter_set())
 
 
+# -- running: soft checks, repeated sampling, budgets -----------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    first = text.splitlines()[0]
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+def _budget_failures(settings: Settings, records: list[dict[str, Any]]) -> list[str]:
+    """One line per generation above --llm-energy-budget or --llm-ttft-budget."""
+    lines: list[str] = []
+    for record in records:
+        where = f"{record['model']} T={record['temperature']:g}"
+        if record.get("run") is not None:
+            where += f" run {record['run'] + 1}"
+        energy = record.get("energy") or {}
+        budget = settings.energy_budget
+        if budget is not None:
+            value = energy.get("wh_per_1k")
+            if value is None:
+                lines.append(
+                    f"{where}: no Wh/1k to hold to --llm-energy-budget={budget:g} "
+                    f"({energy.get('note') or 'energy unavailable'})"
+                )
+            elif value > budget:
+                label = "" if energy.get("measured") else (
+                    f" (estimated reading: {energy.get('note')})"
+                )  # fmt: skip
+                lines.append(f"{where}: {value:.4g} Wh/1k > --llm-energy-budget={budget:g}{label}")
+        ttft_budget = settings.ttft_budget
+        ttft = record.get("ttft_s")
+        if ttft_budget is not None and ttft is not None and ttft > ttft_budget:
+            lines.append(f"{where}: TTFT {ttft:.3f} s > --llm-ttft-budget={ttft_budget:g}")
+    return lines
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run an LLM test: soft `expect` checks reported at the end of each run, the
+    body repeated per its sampling plan, then the energy and TTFT budgets."""
+    if "llm_case" not in pyfuncitem.fixturenames or inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None  # plain tests, and async ones (their plugin runs them), as usual
+    settings = pyfuncitem.config.stash[STATE].settings
+    plan = sampling_plan(settings, _marker_values(pyfuncitem))
+    bound = pyfuncitem.funcargs.get("llm")
+    llm = bound if isinstance(bound, LLM) else None
+    funcargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    records = pyfuncitem.stash.setdefault(RECORDS, ItemRecords())
+
+    def run_once(index: int) -> None:
+        __tracebackhide__ = True
+        if llm is not None and plan.runs > 1:
+            llm.run_index, llm.seed_offset = index, index
+        with collecting(strict_capabilities=settings.strict_capabilities) as checks:
+            pyfuncitem.obj(**funcargs)
+        try:
+            checks.raise_if_failed()
+        except ExpectationFailed as exc:
+            # The report is the whole message: no frame of this runner to show.
+            pytest.fail(str(exc), pytrace=False)
+
+    if plan.runs == 1:
+        run_once(0)
+    else:
+        result = run_repeated(plan, lambda index: _attempt(run_once, index, records))
+        records.sampling = result
+        for entry in records.pending:
+            entry["sampling"] = result.to_dict()
+        if not result.ok:
+            failures = [
+                f"  run {i + 1}: {o.failure}" for i, o in enumerate(result.outcomes) if o.failure
+            ]
+            pytest.fail(
+                "\n".join([f"repeated sampling failed: {result.summary()}", *failures[:10]]),
+                pytrace=False,
+            )
+    over = _budget_failures(settings, records.pending)
+    if over:
+        pytest.fail("\n".join(["budget exceeded:", *(f"  {line}" for line in over)]), pytrace=False)
+    return True
+
+
+def _attempt(run_once: Callable[[int], None], index: int, records: ItemRecords) -> RunOutcome:
+    """One run of a repeated test: an assertion or `pytest.fail` is a failed run;
+    anything else (an unreachable endpoint, a skip) ends the test as usual."""
+    first = len(records.pending)
+    try:
+        run_once(index)
+        outcome = RunOutcome(passed=True)
+    except (AssertionError, pytest.fail.Exception) as exc:
+        outcome = RunOutcome(passed=False, failure=_one_line(exc))
+    for entry in records.pending[first:]:
+        entry["run_passed"] = outcome.passed
+    return outcome
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(
+    report: pytest.TestReport, config: pytest.Config
+) -> tuple[str, str, str] | None:
+    """``PASSED 7/10`` in verbose output for repeated tests."""
+    if report.when != "call":
+        return None
+    for name, value in report.user_properties:
+        if name == SAMPLING_KEY and isinstance(value, dict):
+            word = {"passed": "PASSED", "failed": "FAILED"}.get(report.outcome)
+            if word is None:
+                return None
+            letter = "." if report.passed else "F"
+            return report.outcome, letter, f"{word} {value['passed']}/{value['runs']}"
+    return None
+
+
 # -- reporting ------------------------------------------------------------------------
 
 
@@ -435,6 +588,12 @@ def pytest_runtest_makereport(
     outcome = _outcome(report, records)
     if report.when == "call":
         records.call_outcome = outcome
+        if records.sampling is not None:
+            report.user_properties = [
+                *report.user_properties,
+                (SAMPLING_KEY, records.sampling.to_dict()),
+            ]
+            report.sections.append(("llmlab sampling", records.sampling.summary()))
     if records.pending and outcome is not None:
         properties = list(report.user_properties)  # a copy: pytest shares the item's list
         for record in records.pending:

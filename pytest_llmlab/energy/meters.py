@@ -169,9 +169,7 @@ class MeterSet:
         self._ids = itertools.count(1)
         self._has_gpu_stats = any(hasattr(m, "gpu_stats") for m in self.meters)
         self._short_window = [
-            m.short_window_joules
-            for m in self.meters
-            if hasattr(m, "short_window_joules")
+            m.short_window_joules for m in self.meters if hasattr(m, "short_window_joules")
         ]
 
     @property

@@ -1,0 +1,872 @@
+"""Fluent checks on a Generation: ``expect(gen).contains("Paris").confidence(min_mean=0.5)``.
+
+Checks fail softly inside an LLM test: the plugin runs the test body under `collecting`,
+every failing check of every chain is recorded, and all of them are reported together
+when the test ends, grouped per generation with its model, temperature, prompt and
+output. Outside a collector (plain Python, or a test the plugin does not wrap) a failing
+check raises `ExpectationFailed` at once.
+
+A check the backend cannot support (confidence without logprobs) skips the test, or
+fails it under ``strict_capabilities``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import math
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Self
+
+import pytest
+from pydantic import BaseModel
+
+from pytest_llmlab.energy.reading import EnergyReading
+from pytest_llmlab.extract import (
+    JSONExtractionError,
+    SchemaValidationError,
+    extract_json,
+    validate,
+)
+from pytest_llmlab.models.base import Generation
+
+__all__ = [
+    "CheckFailure",
+    "Collector",
+    "Confidence",
+    "Expectation",
+    "ExpectationFailed",
+    "collecting",
+    "confidence_of",
+    "expect",
+    "normalize",
+    "parse",
+]
+
+#: How much of the prompt and of the output a failure message shows.
+PROMPT_CHARS = 120
+OUTPUT_CHARS = 300
+#: Provenances whose numbers come from meters, not from a model of the hardware.
+_MEASURED = frozenset({"measured", "measured-apportioned", "integrated"})
+_ROUGE = re.compile(r"rouge[1-9]|rougeL|rougeLsum")
+_PATH_PART = re.compile(r"""\.?([^.\[\]]+)|\[(-?\d+)\]|\[(["'])(.*?)\3\]""")
+_UNSET: Any = object()
+
+
+def _hide(excinfo: Any) -> bool:
+    """`__tracebackhide__`: a failed check points at the test's line, not at this module."""
+    return bool(excinfo.errisinstance((ExpectationFailed, pytest.skip.Exception)))
+
+
+__tracebackhide__ = _hide
+
+
+# -- failures, collection ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CheckFailure:
+    """One failed check: its label with thresholds, what was observed, the generation.
+
+    ``spans`` are ``(start, end)`` offsets in ``gen.text`` that the report marks as
+    ``>>>found<<<`` (a forbidden substring, a regex match, a doubtful token).
+    """
+
+    check: str
+    message: str
+    gen: Generation
+    spans: tuple[tuple[int, int], ...] = ()
+
+
+class ExpectationFailed(AssertionError):
+    """One or more checks failed; the message lists them grouped per generation."""
+
+    def __init__(self, failures: Sequence[CheckFailure]) -> None:
+        self.failures = list(failures)
+        super().__init__(render_failures(self.failures))
+
+
+class Collector:
+    """The failures and capability skips of one test run.
+
+    ``strict_capabilities`` turns a check the backend cannot support (confidence
+    without logprobs) into a failure instead of a skip.
+    """
+
+    def __init__(self, *, strict_capabilities: bool = False) -> None:
+        self.strict_capabilities = strict_capabilities
+        self.failures: list[CheckFailure] = []
+        self.skips: list[str] = []
+
+    def raise_if_failed(self) -> None:
+        """Raise `ExpectationFailed` with every failure; else skip if a check could not run."""
+        if self.failures:
+            raise ExpectationFailed(self.failures)
+        if self.skips:
+            more = len(self.skips) - 1
+            tail = f" (and {more} more skipped check{'s' if more != 1 else ''})" if more else ""
+            pytest.skip(self.skips[0] + tail)
+
+
+_COLLECTOR: contextvars.ContextVar[Collector | None] = contextvars.ContextVar(
+    "pytest_llmlab_collector", default=None
+)
+
+
+@contextmanager
+def collecting(*, strict_capabilities: bool = False) -> Iterator[Collector]:
+    """Collect failing checks in the block instead of raising them; yields the Collector.
+
+    Call `Collector.raise_if_failed` after the block to report them (the plugin does,
+    at the end of every LLM test). The collector is a context variable: checks run in
+    other threads do not see it and raise at once.
+    """
+    collector = Collector(strict_capabilities=strict_capabilities)
+    token = _COLLECTOR.set(collector)
+    try:
+        yield collector
+    finally:
+        _COLLECTOR.reset(token)
+
+
+# -- rendering --------------------------------------------------------------------------
+
+
+def _truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in ``...`` when cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """A repr for check labels, cut when long."""
+    if isinstance(value, type):
+        return value.__name__
+    if isinstance(value, re.Pattern):
+        value = value.pattern
+    return _truncate(repr(value), limit)
+
+
+def _label(name: str, *args: Any, **kwargs: Any) -> str:
+    """``name(arg, key=value)`` as failure messages show a check."""
+    shown = [_short(arg) for arg in args]
+    shown += [f"{key}={_short(value)}" for key, value in kwargs.items() if value is not None]
+    return f"{name}({', '.join(shown)})"
+
+
+def _target(model_or_schema: type[BaseModel] | dict[str, Any]) -> str:
+    """A model by its class name, a schema as ``<JSON schema>``, for check labels."""
+    if isinstance(model_or_schema, type):
+        return model_or_schema.__name__
+    return "<JSON schema>"
+
+
+def _num(observed: float, threshold: float) -> str:
+    """The observed value in 3 significant digits, more when that would equal the threshold."""
+    text = f"{observed:.3g}"
+    return f"{observed:.6g}" if text == f"{threshold:g}" else text
+
+
+def _excerpt(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """The ``output:`` line: the text (around the first span when long), spans marked."""
+    if spans:
+        start, end = spans[0]
+        lo = max(0, min(start - (OUTPUT_CHARS - (end - start)) // 2, len(text) - OUTPUT_CHARS))
+    else:
+        lo = 0
+    hi = min(len(text), lo + OUTPUT_CHARS)
+    shown = text[lo:hi]
+    for start, end in sorted(spans, reverse=True):
+        if start >= lo and end <= hi:
+            shown = f"{shown[: start - lo]}>>>{shown[start - lo : end - lo]}<<<{shown[end - lo :]}"
+    where = f" (characters {lo}-{hi} of {len(text)})" if hi - lo < len(text) else ""
+    return f"output{where}: {shown!r}"
+
+
+def _indent(message: str) -> str:
+    """Continuation lines of a multi-line message, indented under their check."""
+    return message.replace("\n", "\n    ")
+
+
+def render_failures(failures: Sequence[CheckFailure]) -> str:
+    """Failures grouped per generation, each group under one header::
+
+        2 checks failed for local:smollm2-135m at T=0:
+          contains('Paris'): missing 'Paris'
+          confidence(min_mean=0.9): mean token probability 0.62 < 0.9
+          prompt: 'What is the capital of France? Answer in one word.'
+          output: 'The capital of France is Lyon.'
+
+    The output is cut to `OUTPUT_CHARS` around the first marked span, the prompt to
+    `PROMPT_CHARS`.
+    """
+    groups: dict[int, list[CheckFailure]] = {}
+    for failure in failures:
+        groups.setdefault(id(failure.gen), []).append(failure)
+    blocks = []
+    for group in groups.values():
+        gen = group[0].gen
+        count = len(group)
+        checks = f"{count} check{'s' if count != 1 else ''}"
+        lines = [f"{checks} failed for {gen.model} at T={gen.temperature:g}:"]
+        lines += [f"  {failure.check}: {_indent(failure.message)}" for failure in group]
+        lines.append(f"  prompt: {_truncate(gen.request.prompt, PROMPT_CHARS)!r}")
+        spans = [span for failure in group for span in failure.spans]
+        lines.append(f"  {_excerpt(gen.text, spans)}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+# -- text helpers -----------------------------------------------------------------------
+
+
+def normalize(text: str) -> str:
+    """Text as `Expectation.equals_normalized` compares it.
+
+    Case-folded, every punctuation character (Unicode category ``P*``: ``.,;:!?'"-``,
+    brackets, ``«»``, ``¿``...) removed, whitespace runs collapsed to one space, and the
+    ends stripped: ``"  Paris, France!"`` becomes ``"paris france"``.
+    """
+    kept = "".join(
+        char for char in text.casefold() if not unicodedata.category(char).startswith("P")
+    )
+    return " ".join(kept.split())
+
+
+def _occurrences(text: str, needle: str) -> list[tuple[int, int]]:
+    """Non-overlapping ``(start, end)`` spans of ``needle`` in ``text``."""
+    spans = []
+    start = text.find(needle)
+    while needle and start >= 0:
+        spans.append((start, start + len(needle)))
+        start = text.find(needle, start + len(needle))
+    return spans
+
+
+def _token_spans(gen: Generation) -> list[tuple[int, int]] | None:
+    """Each token's span in ``gen.text``, or None when the tokens do not spell the text."""
+    if "".join(token.token for token in gen.tokens) != gen.text:
+        return None
+    spans, offset = [], 0
+    for token in gen.tokens:
+        spans.append((offset, offset + len(token.token)))
+        offset += len(token.token)
+    return spans
+
+
+def _items(count: int) -> str:
+    """``1 item``, ``2 items``."""
+    return f"{count} item{'s' if count != 1 else ''}"
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for path errors: an array, an object, or the value itself."""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return _short(value)
+
+
+def _parse_path(path: str) -> list[str | int]:
+    """``"a.b[0].c"`` (or ``$.a["x.y"]``) as keys and indices; ValueError when malformed."""
+    rest = path.removeprefix("$")
+    parts: list[str | int] = []
+    position = 0
+    while position < len(rest):
+        match = _PATH_PART.match(rest, position)
+        if match is None or (match.group(1) is not None and position and rest[position] != "."):
+            raise ValueError(f"malformed JSON path {path!r} at character {position}")
+        name, index, _, quoted = match.groups()
+        parts.append(int(index) if index is not None else quoted if quoted is not None else name)
+        position = match.end()
+    return parts
+
+
+@functools.cache
+def _rouge_scorer(metric: str) -> Any:
+    """One stemming scorer per metric (building one loads NLTK's stemmer)."""
+    from rouge_score import rouge_scorer  # type: ignore[import-untyped]
+
+    return rouge_scorer.RougeScorer([metric], use_stemmer=True)
+
+
+# -- confidence -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Confidence:
+    """What a generation's token log-probabilities say about it.
+
+    - ``mean_prob``: mean of the tokens' probabilities.
+    - ``min_prob``: the lowest token probability (the most doubtful token).
+    - ``first_token_prob``: the first token's probability (often the decision itself).
+    - ``perplexity``: ``exp(-mean logprob)``; 1 is certain, higher is less sure.
+    - ``entropy``: mean over positions of the entropy (nats) of the top alternatives,
+      renormalized to sum to 1. An approximation: the probability mass outside the top
+      k is ignored, so it is close on confident positions and too low on flat ones;
+      None when the backend sent no alternatives.
+    """
+
+    mean_prob: float
+    min_prob: float
+    first_token_prob: float
+    perplexity: float
+    entropy: float | None
+
+
+def _entropy(probs: Sequence[float]) -> float:
+    """Entropy (nats) of the distribution ``probs`` renormalized."""
+    total = sum(probs)
+    return -sum(p / total * math.log(p / total) for p in probs if p > 0)
+
+
+def confidence_of(gen: Generation) -> Confidence | None:
+    """The `Confidence` of a generation, or None when it has no logprobs."""
+    if not gen.tokens:
+        return None
+    probs = [token.prob for token in gen.tokens]
+    entropies = [_entropy([alt.prob for alt in token.top]) for token in gen.tokens if token.top]
+    mean_logprob = sum(token.logprob for token in gen.tokens) / len(gen.tokens)
+    return Confidence(
+        mean_prob=sum(probs) / len(probs),
+        min_prob=min(probs),
+        first_token_prob=probs[0],
+        perplexity=math.exp(-mean_logprob),
+        entropy=sum(entropies) / len(entropies) if entropies else None,
+    )
+
+
+# -- the chain --------------------------------------------------------------------------
+
+
+def expect(gen: Generation) -> Expectation:
+    """Start a chain of checks on ``gen``: ``expect(gen).contains("Paris")``."""
+    return Expectation(gen)
+
+
+def parse(gen: Generation, model_or_schema: type[BaseModel] | dict[str, Any] | None = None) -> Any:
+    """The JSON value of ``gen.text``, validated: a model instance, or the value.
+
+    ``model_or_schema`` is a pydantic model class (returns its instance), a JSON schema
+    dict (returns the value) or None (returns the value unchecked). Always a hard
+    failure: raises `ExpectationFailed` with the generation's context at once, even
+    inside a collector (there is nothing to return).
+    """
+    check = f"parse({_target(model_or_schema) if model_or_schema is not None else ''})"
+    try:
+        value = extract_json(gen.text)
+        return value if model_or_schema is None else validate(value, model_or_schema)
+    except (JSONExtractionError, SchemaValidationError) as exc:
+        raise ExpectationFailed([CheckFailure(check, str(exc), gen)]) from None
+
+
+class Expectation:
+    """Checks on one generation; every check returns the chain itself.
+
+    Failures go to the active `Collector` (reported together at the end of the test),
+    or raise `ExpectationFailed` at once outside one. `verify` stops the test here.
+    """
+
+    def __init__(self, gen: Generation) -> None:
+        self.gen = gen
+        self._recorded: list[tuple[Collector, CheckFailure]] = []
+        self._json: Any = _UNSET
+        self._json_error: str | None = None
+        self._json_error_shown = False
+        self._parsed: Any = _UNSET
+
+    def __repr__(self) -> str:
+        return f"expect({self.gen.model} at T={self.gen.temperature:g}: {_short(self.gen.text)})"
+
+    # -- plumbing --
+
+    def _fail(self, check: str, message: str, spans: Sequence[tuple[int, int]] = ()) -> None:
+        """Record a failure in the active collector, or raise it when there is none."""
+        failure = CheckFailure(check, message, self.gen, tuple(spans))
+        collector = _COLLECTOR.get()
+        if collector is None:
+            raise ExpectationFailed([failure])
+        collector.failures.append(failure)
+        self._recorded.append((collector, failure))
+
+    def _unsupported(self, check: str, reason: str) -> None:
+        """A check the backend cannot support: skip, or fail under strict capabilities."""
+        collector = _COLLECTOR.get()
+        if collector is None:
+            pytest.skip(f"{check}: {reason}")
+        if collector.strict_capabilities:
+            self._fail(check, reason)
+        else:
+            collector.skips.append(f"{check}: {reason}")
+
+    def _no_logprobs(self, check: str) -> bool:
+        """True (after skipping or failing) when the generation has no tokens to score."""
+        if self.gen.tokens:
+            return False
+        model = self.gen.model
+        if not self.gen.request.logprobs:
+            self._fail(
+                check, f"no logprobs from {model}: the request asked for none (logprobs=False)"
+            )
+        elif not self.gen.text:
+            self._fail(check, "the output is empty: no tokens to score")
+        else:
+            self._unsupported(check, f"no logprobs from {model}: the backend does not return them")
+        return True
+
+    def _extracted(self, check: str) -> tuple[bool, Any]:
+        """``(True, value)`` for the answer's JSON, else ``(False, None)`` after failing."""
+        if self._json is _UNSET and self._json_error is None:
+            try:
+                self._json = extract_json(self.gen.text)
+            except JSONExtractionError as exc:
+                self._json_error = str(exc)
+        if self._json_error is None:
+            return True, self._json
+        if self._json_error_shown:
+            self._fail(check, "no JSON value in the answer (see the failure above)")
+        else:
+            self._json_error_shown = True
+            self._fail(check, self._json_error)
+        return False, None
+
+    def verify(self) -> Self:
+        """Stop the test here if a check of this chain failed so far.
+
+        Raises `ExpectationFailed` with this chain's failures and takes them out of the
+        collector (so they are not reported twice); does nothing when they all passed.
+        """
+        mine = [failure for _, failure in self._recorded]
+        for collector, failure in self._recorded:
+            collector.failures = [f for f in collector.failures if f is not failure]
+        self._recorded.clear()
+        if mine:
+            raise ExpectationFailed(mine)
+        return self
+
+    @property
+    def json(self) -> Any:
+        """The JSON value found by `is_json`, `validates` or `field`."""
+        if self._json is _UNSET:
+            raise AttributeError("no JSON value: call .is_json() first (and it must pass)")
+        return self._json
+
+    @property
+    def parsed(self) -> Any:
+        """What `validates` returned: the model instance, or the JSON value for a schema."""
+        if self._parsed is _UNSET:
+            raise AttributeError("nothing parsed: call .validates(...) first (and it must pass)")
+        return self._parsed
+
+    # -- content --
+
+    def contains(self, s: str) -> Self:
+        """The output contains ``s`` (case-sensitive)."""
+        if s not in self.gen.text:
+            self._fail(_label("contains", s), f"missing {s!r}")
+        return self
+
+    def icontains(self, s: str) -> Self:
+        """The output contains ``s``, ignoring case (both sides case-folded)."""
+        if s.casefold() not in self.gen.text.casefold():
+            self._fail(_label("icontains", s), f"missing {s!r} (ignoring case)")
+        return self
+
+    def not_contains(self, s: str) -> Self:
+        """The output does not contain ``s`` (case-sensitive); found places are marked."""
+        spans = _occurrences(self.gen.text, s)
+        if spans:
+            times = f" ({len(spans)} times)" if len(spans) > 1 else ""
+            self._fail(
+                _label("not_contains", s), f"found {s!r} at offset {spans[0][0]}{times}", spans
+            )
+        return self
+
+    def contains_all(self, *ss: str) -> Self:
+        """The output contains every one of ``ss`` (case-sensitive)."""
+        missing = [s for s in ss if s not in self.gen.text]
+        if missing:
+            self._fail(_label("contains_all", *ss), f"missing {', '.join(map(repr, missing))}")
+        return self
+
+    def contains_any(self, *ss: str) -> Self:
+        """The output contains at least one of ``ss`` (case-sensitive)."""
+        if not any(s in self.gen.text for s in ss):
+            self._fail(_label("contains_any", *ss), f"none of {', '.join(map(repr, ss))} found")
+        return self
+
+    def matches(self, regex: str | re.Pattern[str], flags: int = 0) -> Self:
+        """`re.search` finds ``regex`` (a string with ``flags``, or a compiled pattern)."""
+        pattern = re.compile(regex, flags) if isinstance(regex, str) else regex
+        if pattern.search(self.gen.text) is None:
+            self._fail(
+                _label("matches", regex, flags=flags or None), f"no match for /{pattern.pattern}/"
+            )
+        return self
+
+    def not_matches(self, regex: str | re.Pattern[str], flags: int = 0) -> Self:
+        """`re.search` finds no ``regex`` in the output; matches are marked."""
+        pattern = re.compile(regex, flags) if isinstance(regex, str) else regex
+        found = list(pattern.finditer(self.gen.text))
+        if found:
+            first = found[0]
+            self._fail(
+                _label("not_matches", regex, flags=flags or None),
+                f"/{pattern.pattern}/ matched {first.group()!r} at offset {first.start()}",
+                [match.span() for match in found],
+            )
+        return self
+
+    def equals(self, s: str) -> Self:
+        """The output, surrounding whitespace stripped, is exactly ``s``."""
+        self._equals("equals", s)
+        return self
+
+    def exact(self, reference: str) -> Self:
+        """Alias of `equals`."""
+        self._equals("exact", reference)
+        return self
+
+    def _equals(self, name: str, expected: str) -> None:
+        got = self.gen.text.strip()
+        if got != expected:
+            at = next(
+                (i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), None
+            )
+            at = min(len(got), len(expected)) if at is None else at
+            self._fail(
+                _label(name, expected),
+                f"expected {expected!r}, got {_truncate(got, 80)!r} "
+                f"(first difference at offset {at})",
+            )
+
+    def equals_normalized(self, s: str) -> Self:
+        """The output equals ``s`` once both are `normalize`-d (case, punctuation, spaces)."""
+        got, want = normalize(self.gen.text), normalize(s)
+        if got != want:
+            self._fail(
+                _label("equals_normalized", s), f"normalized {_truncate(got, 80)!r} != {want!r}"
+            )
+        return self
+
+    def starts_with(self, s: str) -> Self:
+        """The output, leading whitespace stripped, starts with ``s`` (case-sensitive)."""
+        got = self.gen.text.lstrip()
+        if not got.startswith(s):
+            self._fail(_label("starts_with", s), f"starts with {got[: len(s) + 20]!r}")
+        return self
+
+    def one_of(self, *options: str, normalized: bool = True) -> Self:
+        """The output is one of ``options``: compared `normalize`-d, or stripped and exact."""
+        got = normalize(self.gen.text) if normalized else self.gen.text.strip()
+        wanted = [normalize(option) if normalized else option for option in options]
+        if got not in wanted:
+            how = "normalized " if normalized else ""
+            self._fail(
+                _label("one_of", *options, normalized=None if normalized else False),
+                f"{how}{_truncate(got, 80)!r} is none of {', '.join(map(repr, wanted))}",
+            )
+        return self
+
+    def max_words(self, n: int) -> Self:
+        """The output has at most ``n`` words (whitespace-separated)."""
+        count = len(self.gen.text.split())
+        if count > n:
+            self._fail(_label("max_words", n), f"{count} words > {n}")
+        return self
+
+    # -- structure --
+
+    def is_json(self) -> Self:
+        """The answer holds a JSON value (`extract_json`); it is kept as ``.json``."""
+        self._extracted(_label("is_json"))
+        return self
+
+    def validates(self, model_or_schema: type[BaseModel] | dict[str, Any]) -> Self:
+        """The answer's JSON validates against a pydantic model or a JSON schema dict.
+
+        The result (`validate`: the model instance, or the value) is kept as ``.parsed``;
+        every schema error is listed with its JSON path.
+        """
+        check = f"validates({_target(model_or_schema)})"
+        ok, value = self._extracted(check)
+        if ok:
+            try:
+                self._parsed = validate(value, model_or_schema)
+            except SchemaValidationError as exc:
+                self._fail(check, str(exc))
+        return self
+
+    def field(self, path: str, expected: Any) -> Self:
+        """The value at ``path`` (``"a.b[0].c"``, ``$`` optional) of the answer's JSON
+        equals ``expected``. Extracts the JSON itself when no check did yet."""
+        check = _label("field", path, expected)
+        parts = _parse_path(path)
+        ok, value = self._extracted(check)
+        if not ok:
+            return self
+        where = "$"
+        for part in parts:
+            step = f"[{part}]" if isinstance(part, int) else f".{part}"
+            if isinstance(part, int) and isinstance(value, list):
+                if not -len(value) <= part < len(value):
+                    self._fail(check, f"{where}{step}: index out of range ({_items(len(value))})")
+                    return self
+                value = value[part]
+            elif isinstance(part, str) and isinstance(value, dict):
+                if part not in value:
+                    keys = ", ".join(map(repr, value)) or "none"
+                    self._fail(check, f"{where}: no key {part!r} (keys: {keys})")
+                    return self
+                value = value[part]
+            else:
+                self._fail(check, f"{where} is {_kind(value)}, which has no {step!r}")
+                return self
+            where += step
+        if value != expected:
+            self._fail(check, f"{where} is {_short(value, 80)}, expected {_short(expected, 80)}")
+        return self
+
+    # -- similarity --
+
+    def rouge(self, reference: str, metric: str = "rougeL", min: float = 0.5) -> Self:
+        """ROUGE F-measure of the output against ``reference`` is at least ``min``.
+
+        ``metric``: ``rouge1``..``rouge9`` (n-gram overlap), ``rougeL`` (longest common
+        subsequence) or ``rougeLsum``; scored by ``rouge-score`` with Porter stemming.
+        """
+        if not _ROUGE.fullmatch(metric):
+            raise ValueError(
+                f"unknown ROUGE metric {metric!r}: rouge1..rouge9, rougeL or rougeLsum"
+            )
+        score = float(_rouge_scorer(metric).score(reference, self.gen.text)[metric].fmeasure)
+        if score < min:
+            self._fail(
+                _label("rouge", reference, metric=metric, min=min),
+                f"{metric} F-measure {_num(score, min)} < {min:g} "
+                f"against {_truncate(reference, 80)!r}",
+            )
+        return self
+
+    # -- confidence --
+
+    def confidence(
+        self,
+        min_mean: float | None = None,
+        min_prob: float | None = None,
+        first_token: float | None = None,
+        max_perplexity: float | None = None,
+        max_entropy: float | None = None,
+    ) -> Self:
+        """The token probabilities clear every threshold given (see `Confidence`).
+
+        ``min_mean``: mean token probability; ``min_prob``: every token's probability;
+        ``first_token``: the first token's probability; ``max_perplexity``:
+        ``exp(-mean logprob)``; ``max_entropy``: mean entropy (nats) of the top
+        alternatives. Each threshold missed is one failure; the doubtful token is
+        marked. Without logprobs the check is skipped (failed under strict capabilities).
+        """
+        given = {
+            "min_mean": min_mean,
+            "min_prob": min_prob,
+            "first_token": first_token,
+            "max_perplexity": max_perplexity,
+            "max_entropy": max_entropy,
+        }
+        if self._no_logprobs(_label("confidence", **given)):
+            return self
+        stats = confidence_of(self.gen)
+        assert stats is not None
+        spans = _token_spans(self.gen)
+        tokens = self.gen.tokens
+        if min_mean is not None and stats.mean_prob < min_mean:
+            self._fail(
+                _label("confidence", min_mean=min_mean),
+                f"mean token probability {_num(stats.mean_prob, min_mean)} < {min_mean:g}",
+            )
+        if min_prob is not None and stats.min_prob < min_prob:
+            worst = next(i for i, t in enumerate(tokens) if t.prob == stats.min_prob)
+            self._fail(
+                _label("confidence", min_prob=min_prob),
+                f"token {tokens[worst].token!r} at position {worst} has probability "
+                f"{_num(stats.min_prob, min_prob)} < {min_prob:g}",
+                [spans[worst]] if spans else (),
+            )
+        if first_token is not None and stats.first_token_prob < first_token:
+            self._fail(
+                _label("confidence", first_token=first_token),
+                f"first token {tokens[0].token!r} has probability "
+                f"{_num(stats.first_token_prob, first_token)} < {first_token:g}",
+                [spans[0]] if spans else (),
+            )
+        if max_perplexity is not None and stats.perplexity > max_perplexity:
+            self._fail(
+                _label("confidence", max_perplexity=max_perplexity),
+                f"perplexity {_num(stats.perplexity, max_perplexity)} > {max_perplexity:g}",
+            )
+        if max_entropy is not None:
+            check = _label("confidence", max_entropy=max_entropy)
+            if stats.entropy is None:
+                self._unsupported(
+                    check, f"no top alternatives from {self.gen.model}: ask for top_logprobs"
+                )
+            elif stats.entropy > max_entropy:
+                self._fail(
+                    check,
+                    f"mean entropy of the top alternatives {_num(stats.entropy, max_entropy)} "
+                    f"nats > {max_entropy:g}",
+                )
+        return self
+
+    def answer_prob(self, answer: str, min: float) -> Self:
+        """The model gave ``answer`` (stripped, case-sensitive) probability at least ``min``.
+
+        Scored where the answer's first token appears in the output: the probability of
+        the alternatives at that position that spell that token (``"Paris"`` and
+        ``" Paris"`` both count). When the output does not contain the answer, the first
+        position's alternatives are used, and one of them must spell the whole answer:
+        fails when none does. Without logprobs: skipped (failed under strict capabilities).
+        """
+        check = _label("answer_prob", answer, min=min)
+        wanted = answer.strip()
+        if not wanted:
+            raise ValueError("answer_prob() needs a non-empty answer")
+        if self._no_logprobs(check):
+            return self
+        tokens = self.gen.tokens
+        joined = "".join(token.token for token in tokens)
+        position, piece, offset, found = 0, wanted, 0, False
+        for index, token in enumerate(tokens):
+            stripped = token.token.strip()
+            rest = joined[offset:].lstrip()
+            if stripped and wanted.startswith(stripped) and rest.startswith(wanted):
+                position, piece, found = index, stripped, True
+                break
+            offset += len(token.token)
+        token = tokens[position]
+        alternatives = {alt.token: alt.prob for alt in token.top}
+        alternatives.setdefault(token.token, token.prob)
+        prob = sum(p for text, p in alternatives.items() if text.strip() == piece)
+        listed = ", ".join(
+            f"{text!r} {p:.2g}" for text, p in sorted(alternatives.items(), key=lambda kv: -kv[1])
+        )
+        if prob == 0.0:
+            self._fail(
+                check, f"{wanted!r} is not among the alternatives at position {position}: {listed}"
+            )
+        elif prob < min:
+            spans = _token_spans(self.gen)
+            self._fail(
+                check,
+                f"probability of {wanted!r} at position {position} is {_num(prob, min)} < {min:g} "
+                f"(alternatives: {listed})",
+                [spans[position]] if found and spans else (),
+            )
+        return self
+
+    # -- speed and size --
+
+    def ttft(self, max: float) -> Self:
+        """Time to first token is at most ``max`` seconds."""
+        value = self.gen.timings.ttft_s
+        if value is None:
+            self._fail(_label("ttft", max=max), "no time to first token: no token arrived")
+        elif value > max:
+            self._fail(
+                _label("ttft", max=max), f"time to first token {_num(value, max)} s > {max:g} s"
+            )
+        return self
+
+    def decode_tokens_per_s(self, min: float) -> Self:
+        """Decode speed (tokens/s after the first token) is at least ``min``."""
+        value = self.gen.timings.decode_tokens_per_s
+        check = _label("decode_tokens_per_s", min=min)
+        if value is None:
+            self._fail(check, "decode speed not measured (fewer than 2 completion tokens)")
+        elif value < min:
+            self._fail(check, f"decode speed {_num(value, min)} tokens/s < {min:g}")
+        return self
+
+    def total_s(self, max: float) -> Self:
+        """The whole request took at most ``max`` seconds."""
+        value = self.gen.timings.total_s
+        if value > max:
+            self._fail(_label("total_s", max=max), f"total time {_num(value, max)} s > {max:g} s")
+        return self
+
+    def completion_tokens(self, max: int) -> Self:
+        """At most ``max`` completion tokens (``usage.completion_tokens``)."""
+        value = self.gen.usage.completion_tokens
+        if value > max:
+            self._fail(_label("completion_tokens", max=max), f"{value} completion tokens > {max}")
+        return self
+
+    def finish_reason(self, expected: str) -> Self:
+        """The finish reason is ``expected`` (``"stop"``, ``"length"``...)."""
+        got = self.gen.finish_reason
+        if got != expected:
+            error = f" (error: {self.gen.error})" if self.gen.error else ""
+            self._fail(_label("finish_reason", expected), f"finish reason is {got!r}{error}")
+        return self
+
+    # -- energy --
+
+    def _reading(self, check: str) -> EnergyReading | None:
+        """The energy reading, or None after failing because there is none."""
+        reading = self.gen.energy
+        if reading is None:
+            self._fail(check, "energy unavailable: this generation was not metered")
+            return None
+        if reading.joules is None or reading.provenance == "unavailable":
+            self._fail(check, f"energy unavailable: {reading.note or 'no reason given'}")
+            return None
+        return reading
+
+    @staticmethod
+    def _basis(reading: EnergyReading) -> str:
+        """`` (estimated reading: <note>)`` for a number not from meters, else ``""``."""
+        if reading.provenance in _MEASURED:
+            return ""
+        return f" ({reading.provenance} reading: {reading.note or 'no note'})"
+
+    def wh_per_1k(self, max: float) -> Self:
+        """Energy per 1000 completion tokens is at most ``max`` Wh (any provenance)."""
+        check = _label("wh_per_1k", max=max)
+        reading = self._reading(check)
+        if reading is None:
+            return self
+        value = reading.wh_per_1k
+        if value is None:
+            self._fail(
+                check, f"Wh per 1k tokens unknown: no completion tokens{self._basis(reading)}"
+            )
+        elif value > max:
+            self._fail(
+                check,
+                f"{_num(value, max)} Wh per 1k completion tokens > {max:g}{self._basis(reading)}",
+            )
+        return self
+
+    def joules(self, max: float) -> Self:
+        """The generation's gross energy is at most ``max`` joules (any provenance)."""
+        check = _label("joules", max=max)
+        reading = self._reading(check)
+        if reading is not None and reading.joules is not None and reading.joules > max:
+            self._fail(check, f"{_num(reading.joules, max)} J > {max:g} J{self._basis(reading)}")
+        return self
+
+    def measured(self) -> Self:
+        """The energy comes from meters: measured, measured-apportioned or integrated."""
+        reading = self.gen.energy
+        if reading is None:
+            self._fail(_label("measured"), "energy unavailable: this generation was not metered")
+        elif reading.provenance not in _MEASURED:
+            self._fail(
+                _label("measured"),
+                f"provenance is {reading.provenance!r}, not measured: {reading.note or 'no note'}",
+            )
+        return self
