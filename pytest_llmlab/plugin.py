@@ -503,11 +503,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
             llm.run_index, llm.seed_offset = index, index
         with collecting(strict_capabilities=settings.strict_capabilities) as checks:
             pyfuncitem.obj(**funcargs)
+        failed: str | None = None
         try:
             checks.raise_if_failed()
         except ExpectationFailed as exc:
+            failed = str(exc)
+        if failed is not None:  # outside the except: no chained copy of the report
             # The report is the whole message: no frame of this runner to show.
-            pytest.fail(str(exc), pytrace=False)
+            pytest.fail(failed, pytrace=False)
 
     if plan.runs == 1:
         run_once(0)

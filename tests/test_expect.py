@@ -970,3 +970,41 @@ def test_wh_per_1k_without_completion_tokens_is_unknown() -> None:
     assert failure_line(lambda e: e.wh_per_1k(max=1), gen) == (
         "wh_per_1k(max=1): Wh per 1k tokens unknown: no completion tokens"
     )
+
+
+def test_failing_checks_on_the_embedded_model_are_all_reported(pytester: pytest.Pytester) -> None:
+    """Real generations (SmolLM2 at T=0 answers "The capital of France is Paris."):
+    every failing check of every chain in the test is reported once, at the end, with
+    the model, temperature, prompt and marked output; the test body runs to its end."""
+    pytester.makepyfile(
+        """
+        from pytest_llmlab.expect import expect
+
+        def test_many_failures(llm):
+            gen = llm.generate("What is the capital of France? Answer in one word.", max_tokens=16)
+            expect(gen).contains("Lyon").not_contains("Paris").max_words(2)
+            expect(gen).completion_tokens(max=1).finish_reason("length")
+            expect(gen).confidence(min_mean=0.999)
+            print("body reached its end")
+        """
+    )
+    result = pytester.runpytest("--llm-baseline-s=0", "-p", "no:cacheprovider", "-rP")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    assert "body reached its end" in text
+    result.stdout.fnmatch_lines(
+        [
+            "6 checks failed for local:smollm2-135m at T=0:",
+            "*contains('Lyon'): missing 'Lyon'*",
+            "*not_contains('Paris'): found 'Paris'*",
+            "*max_words(2): 6 words > 2*",
+            "*completion_tokens(max=1): *",
+            "*finish_reason('length'): *",
+            "*confidence(min_mean=0.999): *",
+            "*prompt: 'What is the capital of France? Answer in one word.'*",
+            "*output: 'The capital of France is >>>Paris<<<.'*",
+        ]
+    )
+    assert text.count("checks failed for") == 1
+    assert "plugin.py" not in text and "Traceback" not in text
+    assert "During handling" not in text
