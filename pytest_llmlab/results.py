@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from pytest_llmlab.fingerprint import hardware, hardware_fingerprint
 from pytest_llmlab.models.base import Generation
 
 __all__ = ["RECORD_FIELDS", "RECORD_KEY", "JsonlWriter", "record_from_generation"]
@@ -54,6 +55,9 @@ RECORD_FIELDS: tuple[str, ...] = (
     "run",
     "run_passed",
     "sampling",
+    "confidence",
+    "fingerprint",
+    "cpu_model",
 )
 
 
@@ -103,6 +107,10 @@ def record_from_generation(
         "run": None,
         "run_passed": None,
         "sampling": None,
+        # Token-confidence metrics (None without logprobs) and the hardware.
+        "confidence": _confidence(generation),
+        "fingerprint": hardware_fingerprint(),
+        "cpu_model": hardware()["cpu"],
     }
     assert tuple(record) == RECORD_FIELDS
     return record
@@ -116,6 +124,21 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
+
+
+def _confidence(generation: Generation) -> dict[str, float | None] | None:
+    from pytest_llmlab.expect import confidence_of
+
+    conf = confidence_of(generation)
+    if conf is None:
+        return None
+    return {
+        "mean_prob": conf.mean_prob,
+        "min_prob": conf.min_prob,
+        "first_token_prob": conf.first_token_prob,
+        "perplexity": conf.perplexity,
+        "entropy": conf.entropy,
+    }
 
 
 def _dumps(record: dict[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""Reports built from records: CSV, HTML, terminal tables, history and comparisons."""
