@@ -285,14 +285,9 @@ class RaplMeter:
             raw = _pread_uj(counter.fd, counter.path)
             t_ns = time.monotonic_ns()
             total_uj = _unwrap(counter, raw)
+            # Positional: this runs per domain at every window edge (the 100 us target).
             samples.append(
-                CounterSample(
-                    domain=counter.domain,
-                    joules=total_uj / 1e6,
-                    t_ns=t_ns,
-                    wrap_j=counter.range_uj / 1e6,
-                    provenance="measured",
-                )
+                CounterSample(counter.domain, total_uj / 1e6, t_ns, counter.range_uj / 1e6)
             )
         return samples
 
