@@ -33,7 +33,8 @@ from pytest_llmlab.llm import LLM
 from pytest_llmlab.models.base import Generation
 from pytest_llmlab.models.registry import ProviderPool
 from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec, split_list
-from pytest_llmlab.results import RECORD_KEY, JsonlWriter, record_from_generation
+from pytest_llmlab.energy.reading import weakest
+from pytest_llmlab.results import JsonlWriter, record_from_generation
 from pytest_llmlab.sampling import (
     RunOutcome,
     SamplingPlan,
@@ -50,7 +51,11 @@ MARKER_HELP = (
     "early_stop=True, **params): run this test on these models/temperatures instead of "
     "the session's, with these generation defaults, repeated and decided by pass rate"
 )
-SAMPLING_KEY = "llmlab_sampling"
+#: Report attributes that carry records and the sampling summary. Plain attributes,
+#: not user_properties: pytest-xdist ships every JSON-able report attribute to the
+#: controller, and JUnit XML then gets only the short properties it should show.
+RECORDS_ATTR = "llmlab_records"
+SAMPLING_ATTR = "llmlab_sampling"
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,14 +559,14 @@ def pytest_report_teststatus(
     """``PASSED 7/10`` in verbose output for repeated tests."""
     if report.when != "call":
         return None
-    for name, value in report.user_properties:
-        if name == SAMPLING_KEY and isinstance(value, dict):
-            word = {"passed": "PASSED", "failed": "FAILED"}.get(report.outcome)
-            if word is None:
-                return None
-            letter = "." if report.passed else "F"
-            return report.outcome, letter, f"{word} {value['passed']}/{value['runs']}"
-    return None
+    value = getattr(report, SAMPLING_ATTR, None)
+    if not isinstance(value, dict):
+        return None
+    word = {"passed": "PASSED", "failed": "FAILED"}.get(report.outcome)
+    if word is None:
+        return None
+    letter = "." if report.passed else "F"
+    return report.outcome, letter, f"{word} {value['passed']}/{value['runs']}"
 
 
 # -- reporting ------------------------------------------------------------------------
@@ -592,18 +597,38 @@ def pytest_runtest_makereport(
     if report.when == "call":
         records.call_outcome = outcome
         if records.sampling is not None:
-            report.user_properties = [
-                *report.user_properties,
-                (SAMPLING_KEY, records.sampling.to_dict()),
-            ]
+            setattr(report, SAMPLING_ATTR, records.sampling.to_dict())
             report.sections.append(("llmlab sampling", records.sampling.summary()))
     if records.pending and outcome is not None:
-        properties = list(report.user_properties)  # a copy: pytest shares the item's list
-        for record in records.pending:
-            properties.append((RECORD_KEY, {**record, "outcome": outcome}))
+        finished = [{**record, "outcome": outcome} for record in records.pending]
         records.pending.clear()
-        report.user_properties = properties
+        setattr(report, RECORDS_ATTR, finished)
+        # The item's own list: JUnit XML reads the properties of the teardown report,
+        # which shares it.
+        item.user_properties.extend(junit_properties(finished))
     return report
+
+
+def junit_properties(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Short test properties for JUnit XML: model, temperature, Wh/1k, tokens/s,
+    provenance (means over the test's generations)."""
+    first = records[0]
+
+    def mean(values: list[float]) -> str:
+        return f"{sum(values) / len(values):.6g}" if values else ""
+
+    energies = [r.get("energy") or {} for r in records]
+    wh = [e["wh_per_1k"] for e in energies if e.get("wh_per_1k") is not None]
+    speed = [r["decode_tokens_per_s"] for r in records if r.get("decode_tokens_per_s")]
+    provenances = [e["provenance"] for e in energies if e.get("provenance")]
+    return [
+        ("llm_model", str(first.get("model"))),
+        ("llm_temperature", f"{first.get('temperature', 0):g}"),
+        ("llm_wh_per_1k", mean(wh)),
+        ("llm_tokens_per_s", mean(speed)),
+        ("llm_provenance", weakest(provenances) if provenances else "unavailable"),
+        ("llm_generations", str(len(records))),
+    ]
 
 
 class RecordSink:
@@ -621,8 +646,8 @@ class RecordSink:
         self.apportioned = 0
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for name, value in getattr(report, "user_properties", None) or ():
-            if name == RECORD_KEY and isinstance(value, dict):
+        for value in getattr(report, RECORDS_ATTR, None) or ():
+            if isinstance(value, dict):
                 self.writer.write(value)
                 self.records.append(value)
                 energy = value.get("energy") or {}

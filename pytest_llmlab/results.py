@@ -1,7 +1,8 @@
 """Records (one generation plus its test outcome) and the crash-safe JSONL writer.
 
-A record is a flat dict of JSON types: it rides on ``report.user_properties`` from an
-xdist worker to the controller unchanged, and is one line of ``results.jsonl``.
+A record is a dict of JSON types: it rides on the test report (an attribute xdist
+serializes) from a worker to the controller unchanged, and is one line of
+``results.jsonl``.
 Documented fields are listed in `RECORD_FIELDS`; the README shows one line.
 """
 
@@ -19,10 +20,7 @@ from typing import IO, Any
 from pytest_llmlab.fingerprint import hardware, hardware_fingerprint
 from pytest_llmlab.models.base import Generation
 
-__all__ = ["RECORD_FIELDS", "RECORD_KEY", "JsonlWriter", "record_from_generation"]
-
-#: The ``user_properties`` name under which records travel.
-RECORD_KEY = "llmlab_record"
+__all__ = ["RECORD_FIELDS", "JsonlWriter", "record_from_generation"]
 
 #: Every key of a record, in file order.
 RECORD_FIELDS: tuple[str, ...] = (

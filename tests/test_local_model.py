@@ -261,3 +261,27 @@ def test_missing_store_model_is_pulled_on_first_use_and_announced(
     )
     stored = home / "smollm2-135m" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert stored.stat().st_size == 98_362_432
+
+
+def test_junit_xml_carries_short_llm_properties(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        f"""
+        def test_capital(llm):
+            assert "Paris" in llm.generate({PARIS!r}, max_tokens=16).text
+        """
+    )
+    result = pytester.runpytest("--llm-baseline-s=0", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=1)
+    import xml.etree.ElementTree as ET
+
+    case = ET.parse(pytester.path / "junit.xml").getroot().find(".//testcase")
+    assert case is not None
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["llm_model"] == "local:smollm2-135m"
+    assert props["llm_temperature"] == "0"
+    assert float(props["llm_wh_per_1k"]) > 0
+    assert float(props["llm_tokens_per_s"]) > 0
+    assert props["llm_provenance"] == "estimated"
+    assert props["llm_generations"] == "1"
+    # Only short properties: the full record stays out of the XML.
+    assert all(len(v or "") < 100 for v in props.values())
