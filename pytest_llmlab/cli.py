@@ -1,21 +1,50 @@
-"""The ``llmlab`` command: manage the model store.
+"""The ``llmlab`` command: the model store, and reports from saved results.
 
 llmlab models pull smollm2-135m       fetch, verify and store a known model
 llmlab models list                    what the store holds (name, size, path)
 llmlab models list --endpoint URL     what an OpenAI-compatible server offers
+llmlab report results.jsonl -o report.html [--csv out.csv]
+                                      re-render the reports of a run
+llmlab compare BASELINE CURRENT [--fail wh_per_1k:10%]
+                                      changes per test and model; exit 1 on a regression
+llmlab leaderboard results.jsonl [--by category] [--format md|csv|json]
+                                      models ranked by tests passed, with speed, energy, cost
+llmlab history list | save results.jsonl --name NAME
+                                      the run history (.llmlab/history.sqlite)
+
+A run (every RESULTS argument) is a results.jsonl file, ``history:NAME`` or a bare saved
+run's name (``latest``: the newest) from ``--history PATH`` (default ``$LLMLAB_HISTORY``
+or ``.llmlab/history.sqlite``); see `report.history.load_source`. Lines of a results
+file that are not records are skipped with a warning. A bad argument is a one-line
+error and exit status 2; a missing report writer or an unusable file, exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 
+from pytest_llmlab.config import _non_negative
 from pytest_llmlab.errors import LLMLabError
 from pytest_llmlab.models.openai import connect_reason, is_loopback, redact_url
 from pytest_llmlab.models.store import KNOWN_MODELS, list_stored, pull, store_home
+from pytest_llmlab.report.compare import METRICS, compare_runs, parse_compare_fail
+from pytest_llmlab.report.history import (
+    DEFAULT_HISTORY,
+    HistoryError,
+    list_runs,
+    load_source,
+    save_run,
+)
+from pytest_llmlab.report.leaderboard import FORMATS, format_leaderboard, leaderboard
+from pytest_llmlab.report.prices import load_prices, parse_prices_option
 
 __all__ = ["main"]
 
@@ -46,7 +75,7 @@ def _endpoint_models(base: str) -> list[str]:
     except (ValueError, AttributeError):
         raise ValueError("the answer is not an OpenAI model list") from None
     if not isinstance(data, list):
-        raise ValueError("the answer has no 'data' list")
+        raise ValueError("the answer has no 'data' list")  # noqa: TRY004 (a bad answer)
     return [str(entry.get("id")) for entry in data if isinstance(entry, dict)]
 
 
@@ -75,8 +104,232 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- reports ------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (a missing file, an unknown run): exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``llmlab compare: error: ... (usage: ...)``."""
+
+    def error(self, message: str) -> NoReturn:
+        usage = " ".join(self.format_usage().split())
+        self.exit(2, f"{self.prog}: error: {message} ({usage})\n")
+
+
+def _arg(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """A ValueError-raising parser as an argparse ``type=`` that keeps its message."""
+
+    def check(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    check.__name__ = parse.__name__
+    return check
+
+
+def _history_path(args: argparse.Namespace) -> Path:
+    if args.history is not None:
+        return Path(args.history)
+    return Path(os.environ.get("LLMLAB_HISTORY") or DEFAULT_HISTORY)
+
+
+def _records(source: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A results file, ``history:NAME`` or a run name (`load_source`); notes on stderr."""
+    try:
+        description, records, notes = load_source(source, _history_path(args))
+    except HistoryError as exc:
+        raise UsageError(str(exc)) from None
+    for note in notes:
+        print(f"llmlab: warning: {note}", file=sys.stderr)
+    if not description.startswith("results file"):
+        print(f"llmlab: {source} is {description}", file=sys.stderr)
+    return records
+
+
+class _Missing(Exception):
+    """A report writer this installation does not have: exit 1."""
+
+
+def _writer(module: str, function: str, what: str) -> Callable[..., Any]:
+    """``module.function``, imported only when asked for; `_Missing` if it is not there."""
+    try:
+        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    except ModuleNotFoundError as exc:
+        missing = "" if exc.name == module else f" (it needs {exc.name}, not installed)"
+        raise _Missing(
+            f"{what} needs {module}, which this installation does not have{missing}"
+        ) from None
+    except AttributeError:
+        raise _Missing(f"{what} needs {module}.{function}, which this version lacks") from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.output is None and args.csv is None:
+        raise UsageError("nothing to write: give -o REPORT.html and/or --csv FILE.csv")
+    records = _records(args.results, args)
+    title = args.title or f"pytest-llmlab: {args.results}"
+    jobs: list[tuple[Callable[..., Any], Path, dict[str, Any]]] = []
+    if args.output is not None:
+        write = _writer("pytest_llmlab.report.html", "write_html", "an HTML report")
+        jobs.append(
+            (write, Path(args.output), {"title": title, "meter_setup": None, "hardware": None})
+        )
+    if args.csv is not None:
+        jobs.append(
+            (_writer("pytest_llmlab.report.csvfile", "write_csv", "a CSV file"), Path(args.csv), {})
+        )
+    for write, path, options in jobs:
+        write(records, path, **options)
+        print(f"{path}\t{len(records)} records")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    baseline = _records(args.baseline, args)
+    current = _records(args.current, args)
+    prices = load_prices(args.prices)
+    comparison = compare_runs(baseline, current, prices=prices, kwh_price=args.kwh_price)
+    for warning in comparison.warnings:
+        print(f"llmlab: warning: {warning}", file=sys.stderr)
+    for line in comparison.table():
+        print(line)
+    failures = comparison.failures(args.fail or [])
+    if failures:
+        print(f"llmlab: {len(failures)} regression(s) beyond --fail:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    records = [r for source in args.results for r in _records(source, args)]
+    rows = leaderboard(
+        records, by=args.by, prices=load_prices(args.prices), kwh_price=args.kwh_price
+    )
+    text = format_leaderboard(rows, args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+    return 0
+
+
+def _history_list(args: argparse.Namespace) -> int:
+    path = _history_path(args)
+    try:
+        runs = list_runs(path)
+    except HistoryError as exc:
+        raise UsageError(str(exc)) from None
+    if not runs:
+        print(f"no runs saved in {path}", file=sys.stderr)
+    for info in runs:
+        print(f"{info.describe()}\tfingerprint {info.fingerprint or 'unknown'}")
+    return 0
+
+
+def _history_save(args: argparse.Namespace) -> int:
+    records = _records(args.results, args)
+    prints = sorted({str(r["fingerprint"]) for r in records if r.get("fingerprint")})
+    path = _history_path(args)
+    run_id = save_run(
+        path,
+        records,
+        name=args.name,
+        fingerprint=",".join(prints) or None,
+        hardware=None,
+        announce=lambda note: print(note, file=sys.stderr),
+    )
+    print(f"saved {len(records)} records as run {args.name!r} (id {run_id}) in {path}")
+    return 0
+
+
+def _add_pricing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prices",
+        type=_arg(parse_prices_option),
+        metavar="MODEL=IN/OUT,...",
+        help="extra or corrected USD prices per million input/output tokens",
+    )
+    parser.add_argument(
+        "--kwh-price",
+        type=_arg(_non_negative),
+        metavar="P",
+        help="electricity price per kWh: the cost of local generations",
+    )
+
+
+def _add_history(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--history",
+        metavar="PATH",
+        help="the history file (default $LLMLAB_HISTORY or .llmlab/history.sqlite)",
+    )
+
+
+_RUN = "a results.jsonl file, history:NAME or a saved run's name (latest: the newest)"
+
+
+def _report_commands(commands: Any) -> None:
+    report = commands.add_parser("report", help="write HTML and/or CSV from results.jsonl")
+    report.add_argument("results", metavar="RUN", help=_RUN)
+    report.add_argument("-o", "--output", metavar="REPORT.html", help="write the HTML report")
+    report.add_argument("--csv", metavar="FILE.csv", help="write one CSV row per generation")
+    report.add_argument("--title", help="the HTML report's title")
+    _add_history(report)
+    report.set_defaults(func=_report)
+
+    compare = commands.add_parser("compare", help="compare two runs per test and model")
+    compare.add_argument("baseline", metavar="BASELINE", help=_RUN)
+    compare.add_argument("current", metavar="CURRENT", help=_RUN)
+    compare.add_argument(
+        "--fail",
+        type=_arg(parse_compare_fail),
+        metavar="CHECKS",
+        help="exit 1 on a significant regression beyond a threshold: METRIC:N%% rises, "
+        "METRIC:-N%% falls (pass_rate in percentage points), comma-separated; metrics: "
+        + ", ".join(METRICS),
+    )
+    _add_history(compare)
+    _add_pricing(compare)
+    compare.set_defaults(func=_compare)
+
+    board = commands.add_parser("leaderboard", help="rank models by tests passed")
+    board.add_argument("results", nargs="+", metavar="RUN", help=_RUN)
+    board.add_argument(
+        "--by",
+        default="category",
+        metavar="FIELD",
+        help="group tests by a record field, test (function) or file (default category; "
+        "records without the field form the group 'all')",
+    )
+    board.add_argument("--format", choices=FORMATS, default="md", help="default md")
+    board.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
+    _add_history(board)
+    _add_pricing(board)
+    board.set_defaults(func=_leaderboard)
+
+    history = commands.add_parser("history", help="the saved runs")
+    actions = history.add_subparsers(dest="action", required=True)
+    list_cmd = actions.add_parser("list", help="saved runs, newest first")
+    _add_history(list_cmd)
+    list_cmd.set_defaults(func=_history_list)
+    save = actions.add_parser("save", help="save a results file as a named run")
+    save.add_argument("results", metavar="RESULTS.jsonl", help=_RUN)
+    save.add_argument("--name", required=True, help="the run's name (replaces a run of that name)")
+    _add_history(save)
+    save.set_defaults(func=_history_save)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmlab", description="pytest-llmlab tools")
+    parser = _Parser(prog="llmlab", description="pytest-llmlab tools")
     commands = parser.add_subparsers(dest="command", required=True)
     models = commands.add_parser("models", help="the local model store ($LLMLAB_HOME)")
     actions = models.add_subparsers(dest="action", required=True)
@@ -87,14 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
     list_cmd = actions.add_parser("list", help="list stored models, or an endpoint's")
     list_cmd.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible base URL")
     list_cmd.set_defaults(func=_list)
+    _report_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except LLMLabError as exc:
+    except UsageError as exc:
+        print(f"llmlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (LLMLabError, _Missing, OSError) as exc:
         print(f"llmlab: {exc}", file=sys.stderr)
         return 1
 

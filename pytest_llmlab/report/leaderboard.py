@@ -1,0 +1,204 @@
+"""A leaderboard of models: points per group of tests, speed, energy and cost.
+
+`leaderboard` scores every model over the records of a run: each test (one test id,
+so one temperature) that passed earns 1 point in its group; a skipped test counts for
+nothing. Groups come from ``by``:
+
+* ``"test"``: the test function (the test id without its parametrization);
+* ``"file"``: the test file (the test id before ``::``);
+* any other name: that record field (``category``, ``suite``, ``provider``,
+  ``temperature`` ...), and ``"all"`` where a record lacks it.
+
+Beside the points each row has the total, the mean ``tokens_per_s`` and mean
+``energy.wh_per_1k`` over the model's generations, and the summed cost
+(`prices.generation_cost`; None when no generation could be priced). Rows are ranked by
+total points (most first), then Wh/1k (least first, unknown last), then name.
+
+`format_leaderboard` writes the rows as Markdown (cells escaped for ``|`` and HTML),
+CSV or JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_llmlab.report.compare import outcome_passed
+from pytest_llmlab.report.prices import Price, _number, generation_cost
+
+__all__ = ["FORMATS", "LeaderboardRow", "format_leaderboard", "group_of", "leaderboard"]
+
+#: The output formats of `format_leaderboard`.
+FORMATS: tuple[str, ...] = ("md", "csv", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderboardRow:
+    """One model's line: points and tests (that ran) per group, then the totals."""
+
+    model: str
+    points: dict[str, int]
+    tests: dict[str, int]
+    tokens_per_s: float | None
+    wh_per_1k: float | None
+    cost: float | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.points.values())
+
+    @property
+    def total_tests(self) -> int:
+        return sum(self.tests.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "points": self.points,
+            "tests": self.tests,
+            "total": self.total,
+            "total_tests": self.total_tests,
+            "tokens_per_s": self.tokens_per_s,
+            "wh_per_1k": self.wh_per_1k,
+            "cost": self.cost,
+        }
+
+
+def group_of(record: Mapping[str, Any], by: str) -> str:
+    """The group a record's test belongs to (see the module docstring)."""
+    test_id = str(record.get("test_id", ""))
+    if by == "test":
+        return test_id.partition("[")[0]
+    if by == "file":
+        return test_id.partition("::")[0]
+    value = record.get(by)
+    if value is None or value == "":
+        return "all"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def leaderboard(
+    records: Sequence[Mapping[str, Any]],
+    by: str = "category",
+    *,
+    prices: Mapping[str, Price] | None = None,
+    kwh_price: float | None = None,
+) -> list[LeaderboardRow]:
+    """One `LeaderboardRow` per model, best first."""
+    table = prices or {}
+    models: dict[str, dict[str, list[float]]] = {}
+    tests: dict[str, dict[str, tuple[str, Any]]] = {}  # model -> test id -> (group, outcome)
+    for record in records:
+        model = str(record.get("model"))
+        columns = models.setdefault(model, {"tps": [], "wh": [], "cost": []})
+        outcomes = tests.setdefault(model, {})
+        outcomes[str(record.get("test_id"))] = (group_of(record, by), record.get("outcome"))
+        energy = record.get("energy")
+        energy = energy if isinstance(energy, dict) else {}
+        for column, value in (
+            ("tps", _number(record.get("tokens_per_s"))),
+            ("wh", _number(energy.get("wh_per_1k"))),
+            ("cost", generation_cost(record, table, kwh_price)[0]),
+        ):
+            if value is not None:
+                columns[column].append(value)
+    rows = []
+    for model, columns in models.items():
+        points: dict[str, int] = {}
+        counted: dict[str, int] = {}
+        for group, outcome in tests[model].values():
+            passed = outcome_passed(outcome)
+            if passed is None:
+                continue
+            points[group] = points.get(group, 0) + passed
+            counted[group] = counted.get(group, 0) + 1
+        rows.append(
+            LeaderboardRow(
+                model=model,
+                points=dict(sorted(points.items())),
+                tests=dict(sorted(counted.items())),
+                tokens_per_s=_mean(columns["tps"]),
+                wh_per_1k=_mean(columns["wh"]),
+                cost=sum(columns["cost"]) if columns["cost"] else None,
+            )
+        )
+    inf = float("inf")
+    rows.sort(key=lambda r: (-r.total, inf if r.wh_per_1k is None else r.wh_per_1k, r.model))
+    return rows
+
+
+def _groups(rows: Sequence[LeaderboardRow]) -> list[str]:
+    return sorted({group for row in rows for group in row.tests})
+
+
+def _md(text: str) -> str:
+    """A Markdown table cell: HTML escaped, ``|`` escaped, on one line."""
+    escaped = html.escape(text, quote=False).replace("|", "\\|")
+    return " ".join(escaped.split())
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}g}"
+
+
+def _csv_cell(value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula gets a leading quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def format_leaderboard(rows: Sequence[LeaderboardRow], fmt: str = "md") -> str:
+    """The rows as ``"md"`` (a Markdown table), ``"csv"`` or ``"json"``.
+
+    Markdown cells read ``points/tests``; CSV has a ``GROUP`` (points) and a ``GROUP
+    tests`` column per group; JSON is a list of `LeaderboardRow.to_dict`. Unknown
+    values are empty (Markdown, CSV) or null (JSON).
+    """
+    groups = _groups(rows)
+    if fmt == "json":
+        return json.dumps([row.to_dict() for row in rows], indent=2, allow_nan=False) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        group_columns = [c for g in groups for c in (g, f"{g} tests")]
+        writer.writerow(
+            [_csv_cell(c) for c in ["model", *group_columns, "total", "tests"]]
+            + ["tokens_per_s", "wh_per_1k", "cost"]
+        )
+        for row in rows:
+            counts = [c for g in groups for c in (row.points.get(g, ""), row.tests.get(g, ""))]
+            writer.writerow(
+                [_csv_cell(row.model), *counts, row.total, row.total_tests]
+                + ["" if v is None else v for v in (row.tokens_per_s, row.wh_per_1k, row.cost)]
+            )
+        return out.getvalue()
+    if fmt != "md":
+        raise ValueError(f"unknown leaderboard format {fmt!r}; formats: {', '.join(FORMATS)}")
+    header = ["Model", *groups, "Total", "tokens/s", "Wh/1k", "Cost"]
+    lines = [
+        "| " + " | ".join(_md(h) for h in header) + " |",
+        "|---" + "|---:" * (len(header) - 1) + "|",
+    ]
+    for row in rows:
+        cells = [f"{row.points[g]}/{row.tests[g]}" if g in row.tests else "" for g in groups]
+        cells += [
+            f"{row.total}/{row.total_tests}",
+            _num(row.tokens_per_s, 3),
+            _num(row.wh_per_1k),
+            _num(row.cost),
+        ]
+        lines.append("| " + " | ".join([_md(row.model), *cells]) + " |")
+    return "\n".join(lines) + "\n"
