@@ -123,6 +123,18 @@ def _parse_pass_rule(raw: str) -> tuple[str, int]:
     return parse_pass_rule(raw)
 
 
+def _parse_compare_fail(raw: str) -> Any:
+    from pytest_llmlab.report.compare import parse_compare_fail
+
+    return parse_compare_fail(raw)
+
+
+def _parse_prices(raw: str) -> Any:
+    from pytest_llmlab.report.prices import parse_prices_option
+
+    return parse_prices_option(raw)
+
+
 def _parse_url(raw: str) -> str:
     url = raw.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
@@ -142,6 +154,7 @@ class Option:
     cli: bool = True  # some settings (base URLs) live in ini and env only
     ini_type: str = "string"
     env: tuple[str, ...] = ()  # environment names besides LLMLAB_<NAME>
+    const: str | None = None  # the value of a bare ``--llm-x`` given without ``=VALUE``
 
     @property
     def cli_flag(self) -> str:
@@ -304,6 +317,48 @@ OPTIONS: tuple[Option, ...] = (
         _optional(_positive(float)),
         None,
     ),
+    Option(
+        "history",
+        "SQLite file of saved runs (default .llmlab/history.sqlite)",
+        str,
+        ".llmlab/history.sqlite",
+    ),
+    Option(
+        "save",
+        "save this session's records in the history as run NAME (a name saved again is replaced)",
+        _optional(str),
+        None,
+    ),
+    Option(
+        "autosave",
+        "save this session in the history under a name made of the time and commit",
+        _parse_bool,
+        "false",
+        flag=True,
+    ),
+    Option(
+        "compare",
+        "compare this session with a baseline: a saved run NAME, latest (the default "
+        "without a value), or a results.jsonl file",
+        _optional(str),
+        None,
+        const="latest",
+    ),
+    Option(
+        "compare_fail",
+        "fail on a significant regression against --llm-compare: METRIC:N then a "
+        "percent sign, comma-separated; N > 0 limits a rise, N < 0 a fall (metrics: "
+        "wh_per_1k, joules, ttft_p50, decode_tps, cost, pass_rate in points; see README)",
+        _optional(_parse_compare_fail),
+        None,
+    ),
+    Option(
+        "prices",
+        "extra or corrected cloud prices, USD per million input/output tokens: MODEL=IN/OUT,...",
+        _optional(_parse_prices),
+        None,
+        cli=False,
+    ),
     *(
         Option(
             f"{provider}_base_url",
@@ -344,6 +399,12 @@ class Settings(BaseModel):
     strict_capabilities: bool
     energy_budget: float | None
     ttft_budget: float | None
+    history: str
+    save: str | None
+    autosave: bool
+    compare: str | None
+    compare_fail: list[Any] | None
+    prices: dict[str, Any] | None
     openai_base_url: str
     lmstudio_base_url: str
     vllm_base_url: str

@@ -10,8 +10,10 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,11 +31,13 @@ from pytest_llmlab.energy.cloud import zone_intensity
 from pytest_llmlab.energy.meters import MeterSelectionError, MeterSet, OpenWindow, select_meters
 from pytest_llmlab.errors import ModelUnavailable
 from pytest_llmlab.expect import ExpectationFailed, collecting
+from pytest_llmlab.fingerprint import hardware, hardware_fingerprint
 from pytest_llmlab.llm import LLM
 from pytest_llmlab.models.base import Generation
 from pytest_llmlab.models.registry import ProviderPool
 from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec, split_list
-from pytest_llmlab.energy.reading import weakest
+from pytest_llmlab.report.summary import append_github_summary, junit_properties, terminal_table
+from pytest_llmlab.report.table import model_summary
 from pytest_llmlab.results import JsonlWriter, record_from_generation
 from pytest_llmlab.sampling import (
     RunOutcome,
@@ -146,9 +150,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=option.help,
                 )  # fmt: skip
             else:
+                extra: dict[str, Any] = (
+                    {"nargs": "?", "const": option.const} if option.const is not None else {}
+                )
                 group.addoption(
                     option.cli_flag, action="store", default=None, dest=option.dest,
                     type=cli_type(option), metavar=option.name.upper(), help=option.help,
+                    **extra,
                 )  # fmt: skip
         ini_help = f"{option.help} (env {', '.join(option.env_names)})"
         parser.addini(option.ini_key, ini_help, type=option.ini_type, default=None)  # type: ignore[arg-type]
@@ -187,7 +195,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _is_worker(config):
         directory = report_dir(settings, config.invocation_params.dir)
         writer = JsonlWriter(directory / "results.jsonl")
-        config.pluginmanager.register(RecordSink(writer), "llmlab-record-sink")
+        config.pluginmanager.register(RecordSink(writer, settings), "llmlab-record-sink")
     state = SessionState(
         settings=settings,
         pool=ProviderPool(settings, announce=announce),
@@ -196,6 +204,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config=config,
     )
     config.stash[STATE] = state
+    if settings.compare_fail and settings.compare is None:
+        raise pytest.UsageError(
+            "pytest-llmlab: --llm-compare-fail needs a baseline: add --llm-compare[=NAME]"
+        )
     if settings.grid_zone:
         try:
             zone_intensity(settings.grid_zone)
@@ -600,35 +612,16 @@ def pytest_runtest_makereport(
             setattr(report, SAMPLING_ATTR, records.sampling.to_dict())
             report.sections.append(("llmlab sampling", records.sampling.summary()))
     if records.pending and outcome is not None:
-        finished = [{**record, "outcome": outcome} for record in records.pending]
+        failure = report.longreprtext[:2000] if report.failed else None
+        finished = [
+            {**record, "outcome": outcome, "failure": failure} for record in records.pending
+        ]
         records.pending.clear()
         setattr(report, RECORDS_ATTR, finished)
         # The item's own list: JUnit XML reads the properties of the teardown report,
         # which shares it.
         item.user_properties.extend(junit_properties(finished))
     return report
-
-
-def junit_properties(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Short test properties for JUnit XML: model, temperature, Wh/1k, tokens/s,
-    provenance (means over the test's generations)."""
-    first = records[0]
-
-    def mean(values: list[float]) -> str:
-        return f"{sum(values) / len(values):.6g}" if values else ""
-
-    energies = [r.get("energy") or {} for r in records]
-    wh = [e["wh_per_1k"] for e in energies if e.get("wh_per_1k") is not None]
-    speed = [r["decode_tokens_per_s"] for r in records if r.get("decode_tokens_per_s")]
-    provenances = [e["provenance"] for e in energies if e.get("provenance")]
-    return [
-        ("llm_model", str(first.get("model"))),
-        ("llm_temperature", f"{first.get('temperature', 0):g}"),
-        ("llm_wh_per_1k", mean(wh)),
-        ("llm_tokens_per_s", mean(speed)),
-        ("llm_provenance", weakest(provenances) if provenances else "unavailable"),
-        ("llm_generations", str(len(records))),
-    ]
 
 
 class RecordSink:
@@ -638,12 +631,16 @@ class RecordSink:
     Under xdist this hook runs on the controller for every worker's report.
     """
 
-    def __init__(self, writer: JsonlWriter) -> None:
+    def __init__(self, writer: JsonlWriter, settings: Settings) -> None:
         self.writer = writer
+        self.settings = settings
+        self.history_lines: list[str] = []
+        self.history_failures: list[str] = []
         #: Distinct energy setups seen in records (every worker's), in arrival order.
         self.energy_notes: dict[str, None] = {}
         self.records: list[dict[str, Any]] = []
         self.apportioned = 0
+        self.written: list[Path] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for value in getattr(report, RECORDS_ATTR, None) or ():
@@ -655,12 +652,60 @@ class RecordSink:
                     self.energy_notes.setdefault(str(energy["note"]))
 
     @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self) -> None:
-        """Share overlapping windows' energy (xdist workers on one host) and rewrite
-        the file with the apportioned readings."""
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Share overlapping windows' energy (xdist workers on one host), rewrite the
+        file with the apportioned readings, then write the CSV and HTML reports."""
         self.apportioned = apportion_records(self.records)
         if self.apportioned:
             self.writer.rewrite(self.records)
+        if not self.records:
+            return
+        # Imported here: pandas and jinja2 cost every pytest start otherwise.
+        from pytest_llmlab.report.csvfile import write_csv
+        from pytest_llmlab.report.html import write_html
+
+        folder = self.writer.path.parent
+        write_csv(self.records, folder / "results.csv")
+        write_html(
+            self.records,
+            folder / "report.html",
+            title=f"pytest-llmlab: {session.config.rootpath.name}",
+            meter_setup="; ".join(self.energy_notes) or None,
+            hardware={**hardware(), "fingerprint": hardware_fingerprint()},
+        )
+        self.written = [folder / "results.csv", folder / "report.html"]
+        self._history(session)
+
+    def _history(self, session: pytest.Session) -> None:
+        """Compare with the baseline and save the run (--llm-compare / --llm-save)."""
+        settings = self.settings
+        save_as = settings.save
+        if save_as is None and settings.autosave:
+            save_as = time.strftime("auto-%Y%m%d-%H%M%S")
+        if settings.compare is None and save_as is None:
+            return
+        from pytest_llmlab.report.history import session_history
+        from pytest_llmlab.report.prices import load_prices
+
+        path = Path(settings.history).expanduser()
+        if not path.is_absolute():
+            path = session.config.invocation_params.dir / path
+        outcome = session_history(
+            self.records,
+            path=path,
+            save_as=save_as,
+            compare_with=settings.compare,
+            checks=settings.compare_fail or (),
+            prices=load_prices(settings.prices),
+            kwh_price=settings.kwh_price,
+            fingerprint=hardware_fingerprint(),
+            hardware=hardware(),
+        )
+        self.history_lines = list(outcome.lines)
+        self.history_failures = list(outcome.failures)
+        if self.history_failures:
+            # pytest exits with session.exitstatus once sessionfinish is done.
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(trylast=True)
@@ -686,3 +731,21 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"llmlab energy: {apportioned} reading(s) overlapped others on the same "
             "host and were apportioned (measured-apportioned)"
         )
+    for path in getattr(sink, "written", ()):
+        terminalreporter.write_line(f"llmlab: wrote {path}")
+    rows = model_summary(getattr(sink, "records", ()))
+    if rows:
+        terminalreporter.write_sep("-", "llmlab: models")
+        for line in terminal_table(rows):
+            terminalreporter.write_line(line)
+        try:
+            append_github_summary(rows)
+        except OSError as exc:
+            terminalreporter.write_line(f"llmlab: $GITHUB_STEP_SUMMARY not written: {exc}")
+    for line in getattr(sink, "history_lines", ()):
+        terminalreporter.write_line(line)
+    failures = getattr(sink, "history_failures", ())
+    if failures:
+        terminalreporter.write_sep("=", "llmlab regressions", red=True, bold=True)
+        for line in failures:
+            terminalreporter.write_line(line, red=True)

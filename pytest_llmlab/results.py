@@ -56,6 +56,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "confidence",
     "fingerprint",
     "cpu_model",
+    "failure",
 )
 
 
@@ -109,6 +110,8 @@ def record_from_generation(
         "confidence": _confidence(generation),
         "fingerprint": hardware_fingerprint(),
         "cpu_model": hardware()["cpu"],
+        # The test's failure text (first 2000 characters) when it failed.
+        "failure": None,
     }
     assert tuple(record) == RECORD_FIELDS
     return record

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import pandas  # noqa: F401  (see below)
 import pytest
 
 from pytest_llmlab.models.local import EmbeddedLlamaCpp
 from pytest_llmlab.models.store import store_home
+
+# pytester's in-process runs drop the modules a run imported; numpy (under pandas, which
+# the CSV report loads at session end) cannot be imported twice in one process, so it
+# is imported here, before any inner run, and stays.
 
 # pytester points HOME at each test's temporary folder: pin the model store to the
 # user's real one first, or every inner run would pull its own copy of the model.
@@ -28,3 +33,9 @@ def embedded() -> Iterator[EmbeddedLlamaCpp]:
     provider.ensure_available()
     yield provider
     provider.close()
+
+
+@pytest.fixture(autouse=True)
+def no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner pytest runs must not append tables to a real GitHub job summary."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
