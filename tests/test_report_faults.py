@@ -1,0 +1,60 @@
+"""Reports survive interrupted runs and crashed xdist workers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+PARIS = "What is the capital of France? Answer in one word."
+
+
+def test_interrupted_run_still_writes_csv_and_html(pytester: pytest.Pytester) -> None:
+    """Ctrl-C (KeyboardInterrupt) during the second test: what completed is reported."""
+    pytester.makepyfile(
+        f"""
+        def test_first(llm):
+            assert "Paris" in llm.generate({PARIS!r}, max_tokens=16).text
+
+        def test_second(llm):
+            llm.generate("Say hi.", max_tokens=4)
+            raise KeyboardInterrupt
+        """
+    )
+    result = pytester.runpytest_subprocess("--llm-baseline-s=0")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    reports = pytester.path / "reports"
+    records = [json.loads(line) for line in (reports / "results.jsonl").read_text().splitlines()]
+    assert [r["test_id"].split("::")[1] for r in records] == ["test_first[local:smollm2-135m-T0]"]
+    csv_lines = (reports / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 2 and csv_lines[0].startswith("test_id,")
+    assert "test_first" in (reports / "report.html").read_text()
+
+
+def test_a_crashed_worker_loses_only_its_test(pytester: pytest.Pytester) -> None:
+    """A worker killed mid-test (os._exit) is replaced by xdist; every other test's
+    records are in one set of reports written by the controller."""
+    pytester.makepyfile(
+        f"""
+        import os
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_ok(llm, n):
+            assert llm.generate({PARIS!r}, max_tokens=8).usage.completion_tokens > 0
+
+        def test_crash(llm):
+            llm.generate("Say hi.", max_tokens=4)
+            os._exit(1)
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--llm-baseline-s=0")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["*test_crash*"])
+    reports = pytester.path / "reports"
+    records = [json.loads(line) for line in (reports / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["test_id"].split("::")[1] for r in records) == [
+        f"test_ok[local:smollm2-135m-T0-{n}]" for n in range(4)
+    ]
+    assert len((reports / "results.csv").read_text().splitlines()) == 5
+    assert (reports / "report.html").is_file()
