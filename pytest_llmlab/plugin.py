@@ -7,6 +7,7 @@ each is called.
 
 from __future__ import annotations
 
+import html
 import inspect
 import os
 import sys
@@ -196,6 +197,8 @@ def pytest_configure(config: pytest.Config) -> None:
         directory = report_dir(settings, config.invocation_params.dir)
         writer = JsonlWriter(directory / "results.jsonl")
         config.pluginmanager.register(RecordSink(writer, settings), "llmlab-record-sink")
+        if config.pluginmanager.hasplugin("html"):
+            config.pluginmanager.register(PytestHtmlColumns(), "llmlab-pytest-html")
     state = SessionState(
         settings=settings,
         pool=ProviderPool(settings, announce=announce),
@@ -622,6 +625,34 @@ def pytest_runtest_makereport(
         # which shares it.
         item.user_properties.extend(junit_properties(finished))
     return report
+
+
+class PytestHtmlColumns:
+    """Model, Wh/1k, tokens/s and energy source columns in pytest-html's table.
+
+    Registered only when pytest-html is installed. Its cells are HTML strings; every
+    value here comes from records (model names are user text) and is escaped.
+    """
+
+    HEADERS = ("Model", "Wh/1k", "tok/s", "Energy source")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_header(self, cells: list[str]) -> None:
+        at = min(3, len(cells))
+        cells[at:at] = [f'<th class="sortable">{name}</th>' for name in self.HEADERS]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
+        records = getattr(report, RECORDS_ATTR, None) or []
+        props = dict(junit_properties(records)) if records else {}
+        values = [
+            props.get("llm_model", ""),
+            props.get("llm_wh_per_1k", ""),
+            props.get("llm_tokens_per_s", ""),
+            props.get("llm_provenance", ""),
+        ]
+        at = min(3, len(cells))
+        cells[at:at] = [f"<td>{html.escape(value)}</td>" for value in values]
 
 
 class RecordSink:

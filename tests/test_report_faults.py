@@ -58,3 +58,26 @@ def test_a_crashed_worker_loses_only_its_test(pytester: pytest.Pytester) -> None
     ]
     assert len((reports / "results.csv").read_text().splitlines()) == 5
     assert (reports / "report.html").is_file()
+
+
+def test_pytest_html_table_gains_llm_columns(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_html", reason="pytest-html is not installed")
+    pytester.makepyfile(
+        f"""
+        def test_capital(llm):
+            assert "Paris" in llm.generate({PARIS!r}, max_tokens=16).text
+
+        def test_plain():
+            pass
+        """
+    )
+    result = pytester.runpytest(
+        "--llm-baseline-s=0", "--llm-models=fast=local:smollm2-135m", "--html=out.html"
+    )
+    result.assert_outcomes(passed=2)
+    page = (pytester.path / "out.html").read_text()
+    for header in ("Model", "Wh/1k", "tok/s", "Energy source"):
+        assert f"{header}</th>" in page
+    # pytest-html keeps rows as JSON strings inside the page: our cells are there.
+    assert "&lt;td&gt;fast&lt;/td&gt;" in page or "<td>fast</td>" in page
+    assert "estimated" in page
