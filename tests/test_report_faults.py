@@ -81,3 +81,34 @@ def test_pytest_html_table_gains_llm_columns(pytester: pytest.Pytester) -> None:
     # pytest-html keeps rows as JSON strings inside the page: our cells are there.
     assert "&lt;td&gt;fast&lt;/td&gt;" in page or "<td>fast</td>" in page
     assert "estimated" in page
+
+
+def test_same_records_with_and_without_xdist(pytester: pytest.Pytester) -> None:
+    """At T=0 the same suite gives the same records (tests, outputs, token counts)
+    in one process and under -n 2, and each run writes exactly one set of reports."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("city", ["France", "Italy", "Spain", "Japan"])
+        def test_capital(llm, city):
+            llm.generate(f"What is the capital of {city}? Answer in one word.", max_tokens=12)
+        """
+    )
+
+    def run(*args: str) -> list[tuple[str, str, int]]:
+        result = pytester.runpytest_subprocess("--llm-baseline-s=0", *args)
+        result.assert_outcomes(passed=4)
+        reports = pytester.path / "reports"
+        assert sorted(p.name for p in reports.iterdir()) == [
+            "report.html", "results.csv", "results.jsonl",
+        ]  # fmt: skip
+        lines = (reports / "results.jsonl").read_text().splitlines()
+        return sorted(
+            (r["test_id"], r["output"], r["completion_tokens"]) for r in map(json.loads, lines)
+        )
+
+    single = run()
+    parallel = run("-n", "2")
+    assert len(single) == 4
+    assert parallel == single
