@@ -124,13 +124,9 @@ def _fenced(text: str) -> list[_Candidate]:
     return blocks
 
 
-def _span_end(text: str, start: int) -> int | _Problem:
-    """The end (exclusive) of the bracketed span opening at ``start``, or why none.
-
-    Counts brackets outside double-quoted strings (backslash escapes understood). A
-    wrong closing bracket or a span never closed is a `_Problem` at that offset.
-    """
-    stack: list[str] = []
+def _outside_strings(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """(offset, character) of every character of ``text`` from ``start`` that is not
+    inside a double-quoted JSON string (backslash escapes understood); quotes excluded."""
     in_string = escaped = False
     for index in range(start, len(text)):
         char = text[index]
@@ -143,7 +139,19 @@ def _span_end(text: str, start: int) -> int | _Problem:
                 in_string = False
         elif char == '"':
             in_string = True
-        elif char in _CLOSING:
+        else:
+            yield index, char
+
+
+def _span_end(text: str, start: int) -> int | _Problem:
+    """The end (exclusive) of the bracketed span opening at ``start``, or why none.
+
+    Counts brackets outside double-quoted strings. A wrong closing bracket or a span
+    never closed is a `_Problem` at that offset.
+    """
+    stack: list[str] = []
+    for index, char in _outside_strings(text, start):
+        if char in _CLOSING:
             stack.append(_CLOSING[char])
         elif char in "}]":
             if not stack or stack.pop() != char:
@@ -183,18 +191,8 @@ def _spans(text: str) -> Iterator[_Candidate | _Problem]:
 
 def _trailing_comma(source: str) -> int | None:
     """Offset of the first comma followed only by whitespace and ``}``/``]``, or None."""
-    in_string = escaped = False
-    for index, char in enumerate(source):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "," and re.match(r"\s*[}\]]", source[index + 1 :]):
+    for index, char in _outside_strings(source):
+        if char == "," and re.match(r"\s*[}\]]", source[index + 1 :]):
             return index
     return None
 
