@@ -331,7 +331,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "autosave",
-        "save this session in the history under a name made of the time and commit",
+        "save this session in the history as auto-YYYYMMDD-HHMMSS (the commit is stored too)",
         _parse_bool,
         "false",
         flag=True,
