@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pytest_llmlab.energy.meters import select_meters
@@ -34,10 +35,8 @@ PROMPT = (
 TARGET_RATIO = 1.02
 
 
-def _direct(client: Any, url: str, body: dict[str, Any]) -> tuple[float, str | None]:
-    """One raw streamed POST; returns (seconds, the last data payload before [DONE])."""
-    last: str | None = None
-    start = time.perf_counter()
+def _payloads(client: Any, url: str, body: dict[str, Any]) -> Iterator[str]:
+    """The ``data:`` payloads of one raw streamed POST, up to ``[DONE]``."""
     with client.stream("POST", url, json=body) as response:
         response.raise_for_status()
         for line in response.iter_lines():
@@ -45,8 +44,16 @@ def _direct(client: Any, url: str, body: dict[str, Any]) -> tuple[float, str | N
                 continue
             payload = line[5:].strip()
             if payload == "[DONE]":
-                break
-            last = payload
+                return
+            yield payload
+
+
+def _direct(client: Any, url: str, body: dict[str, Any]) -> tuple[float, str | None]:
+    """One raw streamed POST; returns (seconds, the last data payload before [DONE])."""
+    last: str | None = None
+    start = time.perf_counter()
+    for payload in _payloads(client, url, body):
+        last = payload
     return time.perf_counter() - start, last
 
 
@@ -54,19 +61,12 @@ def _direct_text(client: Any, url: str, body: dict[str, Any]) -> tuple[str, int 
     """Untimed: the direct path's full answer text and completion token count."""
     parts: list[str] = []
     tokens: int | None = None
-    with client.stream("POST", url, json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                break
-            chunk = json.loads(payload)
-            for choice in chunk.get("choices") or ():
-                parts.append((choice.get("delta") or {}).get("content") or "")
-            if chunk.get("usage"):
-                tokens = chunk["usage"].get("completion_tokens")
+    for payload in _payloads(client, url, body):
+        chunk = json.loads(payload)
+        for choice in chunk.get("choices") or ():
+            parts.append((choice.get("delta") or {}).get("content") or "")
+        if chunk.get("usage"):
+            tokens = chunk["usage"].get("completion_tokens")
     return "".join(parts), tokens
 
 
