@@ -2,14 +2,16 @@
 
 import pytest
 
+from pytest_llmlab import LLM
 
-def test_capital(llm):
+
+def test_capital(llm: LLM) -> None:
     gen = llm.generate("What is the capital of France? Answer in one word.", max_tokens=16)
     assert "Paris" in gen.text
 
 
 @pytest.mark.llm(temperatures=[0], max_tokens=24, seed=7)
-def test_answer_is_streamed(llm):
+def test_answer_is_streamed(llm: LLM) -> None:
     chunks = list(llm.stream("Name a primary colour. One word."))
     assert chunks, "no text streamed"
     gen = llm.generate("Name a primary colour. One word.")

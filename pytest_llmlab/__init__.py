@@ -1,14 +1,22 @@
 """pytest-llmlab: LLM behaviour and energy tests for pytest.
 
-Import the public API from here; submodules are internal and may move.
+The public API is exactly `__all__`: import it from here. Besides the package root,
+`pytest_llmlab.hookspecs` documents the hooks a plugin or ``conftest.py`` implements.
+Every other submodule is internal: names may move between releases.
 """
 
 from __future__ import annotations
 
+from pytest_llmlab.config import SettingsError
+from pytest_llmlab.energy.base import CounterSample, Meter, MeterUnavailable, TokenSegment
+from pytest_llmlab.energy.meters import EnergyMeter, MeterSelectionError, OpenWindow
+from pytest_llmlab.energy.reading import EnergyReading
+from pytest_llmlab.energy.timeline import NoSamples
 from pytest_llmlab.errors import (
     EndpointUnreachable,
     GenerationError,
     GenerationTimeout,
+    HistoryError,
     HTTPStatusError,
     LLMLabError,
     MissingAPIKey,
@@ -17,6 +25,8 @@ from pytest_llmlab.errors import (
     StreamError,
 )
 from pytest_llmlab.expect import ExpectationFailed, confidence_of, expect, parse
+from pytest_llmlab.extract import JSONExtractionError, SchemaValidationError, extract_json, validate
+from pytest_llmlab.generation_stats import PassRate, Samples
 from pytest_llmlab.llm import LLM, GenerationStream
 from pytest_llmlab.models.base import (
     Generation,
@@ -27,39 +37,56 @@ from pytest_llmlab.models.base import (
     TopLogprob,
     Usage,
 )
-from pytest_llmlab.models.spec import ModelSpec, parse_spec
-from pytest_llmlab.samples import PassRate, Samples
+from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec
+from pytest_llmlab.results import Record
 from pytest_llmlab.stats import MetricStats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LLM",
+    "CounterSample",
     "EndpointUnreachable",
+    "EnergyMeter",
+    "EnergyReading",
     "ExpectationFailed",
     "Generation",
     "GenerationError",
     "GenerationStream",
     "GenerationTimeout",
     "HTTPStatusError",
+    "HistoryError",
+    "JSONExtractionError",
     "LLMLabError",
     "Message",
+    "Meter",
+    "MeterSelectionError",
+    "MeterUnavailable",
     "MetricStats",
     "MissingAPIKey",
     "ModelNotFound",
     "ModelSpec",
     "ModelUnavailable",
+    "NoSamples",
+    "OpenWindow",
     "PassRate",
+    "Record",
     "Request",
     "Samples",
+    "SchemaValidationError",
+    "SettingsError",
+    "SpecError",
     "StreamError",
     "Timings",
     "TokenLogprob",
+    "TokenSegment",
     "TopLogprob",
     "Usage",
     "__version__",
     "confidence_of",
     "expect",
+    "extract_json",
     "parse",
     "parse_spec",
+    "validate",
 ]

@@ -2,7 +2,8 @@
 
 llmlab models pull smollm2-135m       fetch, verify and store a known model
 llmlab models list                    what the store holds (name, size, path)
-llmlab models list --endpoint URL     what an OpenAI-compatible server offers
+llmlab models list --endpoint URL|PROVIDER
+                                      what an OpenAI-compatible server offers
 llmlab report results.jsonl -o report.html [--csv out.csv]
                                       re-render the reports of a run
 llmlab compare BASELINE CURRENT [--fail wh_per_1k:10%]
@@ -29,11 +30,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-import httpx
-
-from pytest_llmlab.config import _non_negative
+from pytest_llmlab.config import OPTIONS, non_negative
 from pytest_llmlab.errors import LLMLabError
-from pytest_llmlab.models.openai import connect_reason, is_loopback, redact_url
+from pytest_llmlab.models.openai import list_models, redact_url
+from pytest_llmlab.models.providers import PROVIDERS
 from pytest_llmlab.models.store import KNOWN_MODELS, list_stored, pull, store_home
 from pytest_llmlab.report.compare import METRICS, compare_runs, parse_compare_fail
 from pytest_llmlab.report.history import (
@@ -60,29 +60,22 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _endpoint_models(base: str) -> list[str]:
-    """Model ids from ``GET {base}/models``; ValueError with a one-line reason."""
-    # A proxy set for the internet must not swallow a loopback server.
-    with httpx.Client(timeout=10.0, trust_env=not is_loopback(base)) as client:
-        try:
-            response = client.get(f"{base}/models")
-        except httpx.HTTPError as exc:
-            raise ValueError(connect_reason(exc)) from None
-    if response.status_code >= 400:
-        raise ValueError(f"HTTP {response.status_code} {response.reason_phrase}")
-    try:
-        data = response.json().get("data")
-    except (ValueError, AttributeError):
-        raise ValueError("the answer is not an OpenAI model list") from None
-    if not isinstance(data, list):
-        raise ValueError("the answer has no 'data' list")  # noqa: TRY004 (a bad answer)
-    return [str(entry.get("id")) for entry in data if isinstance(entry, dict)]
+def _endpoint_url(value: str) -> str:
+    """A base URL as given, or a provider's name resolved as the plugin would: its
+    ``LLMLAB_<NAME>_BASE_URL`` (and alternative) variable, else its default URL."""
+    info = PROVIDERS.get(value)
+    if info is None or info.default_base_url is None:
+        return value
+    option = next(o for o in OPTIONS if o.name == info.base_url_setting)
+    return next(
+        (os.environ[v] for v in option.env_names if os.environ.get(v)), info.default_base_url
+    )
 
 
 def _list_endpoint(url: str) -> int:
-    base = url.rstrip("/")
+    base = _endpoint_url(url).rstrip("/")
     try:
-        models = _endpoint_models(base)
+        models = list_models(base)
     except ValueError as exc:
         print(f"llmlab: cannot list models at {redact_url(base)}: {exc}", file=sys.stderr)
         return 1
@@ -109,7 +102,7 @@ def _list(args: argparse.Namespace) -> int:
 T = TypeVar("T")
 
 
-class UsageError(Exception):
+class _UsageError(Exception):
     """A bad argument found after parsing (a missing file, an unknown run): exit 2."""
 
 
@@ -145,7 +138,7 @@ def _records(source: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         description, records, notes = load_source(source, _history_path(args))
     except HistoryError as exc:
-        raise UsageError(str(exc)) from None
+        raise _UsageError(str(exc)) from None
     for note in notes:
         print(f"llmlab: warning: {note}", file=sys.stderr)
     if not description.startswith("results file"):
@@ -172,7 +165,7 @@ def _writer(module: str, function: str, what: str) -> Callable[..., Any]:
 
 def _report(args: argparse.Namespace) -> int:
     if args.output is None and args.csv is None:
-        raise UsageError("nothing to write: give -o REPORT.html and/or --csv FILE.csv")
+        raise _UsageError("nothing to write: give -o REPORT.html and/or --csv FILE.csv")
     records = _records(args.results, args)
     title = args.title or f"pytest-llmlab: {args.results}"
     jobs: list[tuple[Callable[..., Any], Path, dict[str, Any]]] = []
@@ -227,7 +220,7 @@ def _history_list(args: argparse.Namespace) -> int:
     try:
         runs = list_runs(path)
     except HistoryError as exc:
-        raise UsageError(str(exc)) from None
+        raise _UsageError(str(exc)) from None
     if not runs:
         print(f"no runs saved in {path}", file=sys.stderr)
     for info in runs:
@@ -260,7 +253,7 @@ def _add_pricing(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kwh-price",
-        type=_arg(_non_negative),
+        type=_arg(non_negative),
         metavar="P",
         help="electricity price per kWh: the cost of local generations",
     )
@@ -338,7 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     pull_cmd.add_argument("--force", action="store_true", help="fetch again even if stored")
     pull_cmd.set_defaults(func=_pull)
     list_cmd = actions.add_parser("list", help="list stored models, or an endpoint's")
-    list_cmd.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible base URL")
+    list_cmd.add_argument(
+        "--endpoint",
+        metavar="URL|PROVIDER",
+        help="an OpenAI-compatible base URL, or a provider name for its configured URL "
+        f"({', '.join(n for n, i in PROVIDERS.items() if i.default_base_url)})",
+    )
     list_cmd.set_defaults(func=_list)
     _report_commands(commands)
     return parser
@@ -349,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except UsageError as exc:
+    except _UsageError as exc:
         print(f"llmlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (LLMLabError, _Missing, OSError) as exc:

@@ -17,14 +17,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, ConfigDict
 
-from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec_list, split_list
+from pytest_llmlab.errors import LLMLabError
+from pytest_llmlab.models.providers import PROVIDERS
+from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec_list
+from pytest_llmlab.option_values import (
+    Price,
+    RegressionCheck,
+    parse_compare_fail,
+    parse_meter_choice,
+    parse_pass_rule,
+    parse_prices_option,
+    split_list,
+)
 
-__all__ = ["BASE_URLS", "OPTIONS", "Option", "Settings", "SettingsError", "build_settings"]
+__all__ = [
+    "OPTIONS",
+    "Option",
+    "Settings",
+    "SettingsError",
+    "add_options",
+    "build_settings",
+    "non_negative",
+    "parse_temperatures",
+    "report_dir",
+]
 
 
-class SettingsError(ValueError):
+class SettingsError(LLMLabError, ValueError):
     """A setting that does not parse; the message names its source."""
 
 
@@ -35,7 +57,7 @@ def _parse_models(raw: str) -> list[ModelSpec]:
     return specs
 
 
-def _parse_temperatures(raw: str) -> list[float]:
+def parse_temperatures(raw: str) -> list[float]:
     values: list[float] = []
     for item in split_list(raw):
         try:
@@ -80,7 +102,7 @@ def _parse_threads(raw: str) -> int | None:
     return int(value)
 
 
-def _non_negative(raw: str) -> float:
+def non_negative(raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
@@ -97,14 +119,8 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_optional
 
 
-def _parse_meter(raw: str) -> tuple[str, ...]:
-    from pytest_llmlab.energy.meters import parse_meter_choice
-
-    return parse_meter_choice(raw)
-
-
 def _fraction(raw: str) -> float:
-    value = _non_negative(raw)
+    value = non_negative(raw)
     if value > 1.0:
         raise ValueError(f"{raw} is not between 0 and 1")
     return value
@@ -115,24 +131,6 @@ def _open_fraction(raw: str) -> float:
     if not 0.0 < value < 1.0:
         raise ValueError(f"{raw} must be strictly between 0 and 1")
     return value
-
-
-def _parse_pass_rule(raw: str) -> tuple[str, int]:
-    from pytest_llmlab.sampling import parse_pass_rule
-
-    return parse_pass_rule(raw)
-
-
-def _parse_compare_fail(raw: str) -> Any:
-    from pytest_llmlab.report.compare import parse_compare_fail
-
-    return parse_compare_fail(raw)
-
-
-def _parse_prices(raw: str) -> Any:
-    from pytest_llmlab.report.prices import parse_prices_option
-
-    return parse_prices_option(raw)
 
 
 def _parse_url(raw: str) -> str:
@@ -173,14 +171,6 @@ class Option:
         return ("LLMLAB_" + self.name.upper(), *self.env)
 
 
-#: Default OpenAI-compatible base URL per provider (``local`` picks its own port).
-BASE_URLS: dict[str, str] = {
-    "openai": "https://api.openai.com/v1",
-    "lmstudio": "http://127.0.0.1:1234/v1",
-    "vllm": "http://127.0.0.1:8000/v1",
-    "llamacpp": "http://127.0.0.1:8080/v1",
-}
-
 OPTIONS: tuple[Option, ...] = (
     Option(
         "models",
@@ -192,7 +182,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "temperatures",
         "comma-separated sampling temperatures, each a test parameter (default 0)",
-        _parse_temperatures,
+        parse_temperatures,
         "0",
         ini_type="linelist",
     ),
@@ -232,14 +222,14 @@ OPTIONS: tuple[Option, ...] = (
         "meter",
         "energy meters: auto (RAPL + NVML where readable, else the CPU estimate), "
         "rapl, nvml, estimate, a comma list, or none (default auto)",
-        _parse_meter,
+        parse_meter_choice,
         "auto",
     ),
     Option(
         "baseline_s",
         "seconds of idle power measured after the first model load, for net energy "
         "(default 3; 0 disables)",
-        _non_negative,
+        non_negative,
         "3",
     ),
     Option(
@@ -251,7 +241,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "grid_gco2_per_kwh",
         "grid carbon intensity in gCO2e/kWh, for the gco2e of every reading",
-        _optional(_non_negative),
+        _optional(non_negative),
         None,
     ),
     Option(
@@ -264,7 +254,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "kwh_price",
         "electricity price per kWh, for the cost of every reading",
-        _optional(_non_negative),
+        _optional(non_negative),
         None,
     ),
     Option(
@@ -282,7 +272,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "pass_rule",
         "how runs decide: rate, wilson (lower confidence bound), pass@K, pass^K (default rate)",
-        _parse_pass_rule,
+        parse_pass_rule,
         "rate",
     ),
     Option(
@@ -308,7 +298,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "energy_budget",
         "fail any generation above this many Wh per 1000 output tokens",
-        _optional(_non_negative),
+        _optional(non_negative),
         None,
     ),
     Option(
@@ -349,28 +339,36 @@ OPTIONS: tuple[Option, ...] = (
         "fail on a significant regression against --llm-compare: METRIC:N then a "
         "percent sign, comma-separated; N > 0 limits a rise, N < 0 a fall (metrics: "
         "wh_per_1k, joules, ttft_p50, decode_tps, cost, pass_rate in points; see README)",
-        _optional(_parse_compare_fail),
+        _optional(parse_compare_fail),
         None,
     ),
     Option(
         "prices",
         "extra or corrected cloud prices, USD per million input/output tokens: MODEL=IN/OUT,...",
-        _optional(_parse_prices),
+        _optional(parse_prices_option),
         None,
         cli=False,
     ),
     *(
         Option(
-            f"{provider}_base_url",
-            f"base URL of the {provider}: provider (default {url})",
+            info.base_url_setting,
+            f"base URL of the {info.name}: provider (default {info.default_base_url})",
             _parse_url,
-            url,
+            info.default_base_url,
             cli=False,
-            env=("OPENAI_BASE_URL",) if provider == "openai" else (),
+            env=info.base_url_env,
         )
-        for provider, url in BASE_URLS.items()
+        for info in PROVIDERS.values()
+        if info.default_base_url is not None
     ),
 )
+
+#: The options that are a provider's base URL, by provider name.
+_BASE_URL_OPTIONS: dict[str, str] = {
+    info.base_url_setting: info.name
+    for info in PROVIDERS.values()
+    if info.default_base_url is not None
+}
 
 
 class Settings(BaseModel):
@@ -403,31 +401,52 @@ class Settings(BaseModel):
     save: str | None
     autosave: bool
     compare: str | None
-    compare_fail: list[Any] | None
-    prices: dict[str, Any] | None
-    openai_base_url: str
-    lmstudio_base_url: str
-    vllm_base_url: str
-    llamacpp_base_url: str
+    compare_fail: list[RegressionCheck] | None
+    prices: dict[str, Price] | None
+    #: Base URL per provider that has one (ini, env, else the provider's default).
+    base_urls: dict[str, str]
     #: Where each value came from: "command line", "ini llm_x", "env LLMLAB_X", "default".
     sources: dict[str, str]
 
     def base_url(self, provider: str) -> str:
-        return str(getattr(self, f"{provider}_base_url"))
+        return self.base_urls[provider]
 
 
-def cli_type(option: Option) -> Callable[[str], str]:
-    """An argparse ``type=`` that checks the value at parse time and keeps the raw text."""
+def _cli_type(option: Option) -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses the value once, at parse time: a bad value is
+    argparse's usage error naming the flag, a good one reaches the settings parsed."""
 
-    def check(raw: str) -> str:
+    def parse(raw: str) -> Any:
         try:
-            option.parse(raw)
-        except (ValueError, SpecError) as exc:
+            return option.parse(raw)
+        except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
-        return raw
 
-    check.__name__ = option.cli_flag  # argparse names the type in some messages
-    return check
+    parse.__name__ = option.cli_flag  # argparse names the type in some messages
+    return parse
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option: the ``--llm-*`` flags in group ``llmlab`` and the
+    ``llm_*`` ini keys (their help names the environment variables too)."""
+    group = parser.getgroup("llmlab", "LLM behaviour and energy tests (pytest-llmlab)")
+    for option in OPTIONS:
+        if option.cli and option.flag:
+            group.addoption(
+                option.cli_flag, action="store_true", default=None, dest=option.dest,
+                help=option.help,
+            )  # fmt: skip
+        elif option.cli:
+            extra: dict[str, Any] = (
+                {"nargs": "?", "const": option.const} if option.const is not None else {}
+            )
+            group.addoption(
+                option.cli_flag, action="store", default=None, dest=option.dest,
+                type=_cli_type(option), metavar=option.name.upper(), help=option.help,
+                **extra,
+            )  # fmt: skip
+        ini_help = f"{option.help} (env {', '.join(option.env_names)})"
+        parser.addini(option.ini_key, ini_help, type=option.ini_type, default=None)  # type: ignore[arg-type]
 
 
 def _ini_text(value: object) -> str | None:
@@ -446,13 +465,22 @@ def build_settings(
     env: Mapping[str, str] | None = None,
     options: Sequence[Option] = OPTIONS,
 ) -> Settings:
-    """Resolve every option: command line, then ini, then environment, then default."""
+    """Resolve every option: command line, then ini, then environment, then default.
+
+    Command-line values arrive parsed (argparse ran `Option.parse` as their ``type=``);
+    a string among them (a bare flag's ``const``, or a caller passing raw text) is
+    parsed here like every other source.
+    """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for option in options:
-        candidates: list[tuple[str, str | None]] = []
         cli_value = cli.get(option.dest)
+        if not option.flag and cli_value is not None and not isinstance(cli_value, str):
+            values[option.name] = cli_value
+            sources[option.name] = "command line"
+            continue
+        candidates: list[tuple[str, str | None]] = []
         if option.flag:
             candidates.append(("command line", "true" if cli_value else None))
         else:
@@ -471,18 +499,12 @@ def build_settings(
             where = option.cli_flag if source == "command line" else source
             raise SettingsError(f"{where}: {exc}") from None
         sources[option.name] = source
-    return Settings(**values, sources=sources)
-
-
-def default_threads(cpu_count: int | None = None, workers: str | None = None) -> int:
-    """CPU threads per embedded server: the CPUs shared among xdist workers."""
-    cpus = cpu_count or os.cpu_count() or 1
-    count = workers if workers is not None else os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    try:
-        share = max(1, int(count or 1))
-    except ValueError:
-        share = 1
-    return max(1, cpus // share)
+    base_urls = {
+        provider: values.pop(name) for name, provider in _BASE_URL_OPTIONS.items() if name in values
+    }
+    if values.get("compare_fail") and values.get("compare") is None:
+        raise SettingsError("--llm-compare-fail needs a baseline: add --llm-compare[=NAME]")
+    return Settings(**values, base_urls=base_urls, sources=sources)
 
 
 def report_dir(settings: Settings, invocation_dir: Path) -> Path:

@@ -1,22 +1,35 @@
-"""Exceptions a user of pytest-llmlab can catch.
+"""Exceptions a user of pytest-llmlab can catch, all importable from `pytest_llmlab`.
 
-The tree::
+The tree (a test walks the package and fails on any exception class outside it)::
 
     LLMLabError                      anything this package raises on purpose
     ├── ModelUnavailable             the model cannot be used at all in this session
     │   ├── EndpointUnreachable      connection refused, DNS failure, connect timeout
     │   ├── MissingAPIKey            a cloud model whose key variable is not set
     │   └── ModelNotFound            no such model in the store, bad GGUF path
-    └── GenerationError              one request went wrong
-        ├── HTTPStatusError          the server answered 4xx/5xx (status and its message)
-        ├── GenerationTimeout        nothing arrived within --llm-timeout
-        └── StreamError              the stream broke: cut before [DONE], malformed JSON,
-                                     an error event inside the stream
+    ├── GenerationError              one request went wrong
+    │   ├── HTTPStatusError          the server answered 4xx/5xx (status and its message)
+    │   ├── GenerationTimeout        nothing arrived within --llm-timeout
+    │   └── StreamError              the stream broke: cut before [DONE], malformed JSON,
+    │                                an error event inside the stream
+    ├── ExpectationFailed            (also AssertionError) soft `expect` checks failed
+    ├── SchemaValidationError        (also AssertionError) `validate` found schema errors
+    ├── JSONExtractionError          (also ValueError) `extract_json` found no JSON value
+    ├── SpecError                    (also ValueError) a model spec does not parse
+    ├── SettingsError                (also ValueError) an option value does not parse
+    ├── MeterUnavailable             a meter cannot run on this machine (and why)
+    │   └── MeterSelectionError      (also ValueError) an explicit --llm-meter cannot run
+    ├── NoSamples                    (also LookupError) a timeline has no samples in a span
+    └── HistoryError                 the history file is unusable or lacks that run
 
 `ModelUnavailable` is raised while the `llm` fixture is set up, so the test reports as
 an *error* (or a skip under ``--llm-skip-unavailable``); `GenerationError` is raised by
 ``llm.generate`` inside the test body. Every message names the model and, where there is
-one, the endpoint, and fits on one line.
+one, the endpoint, and fits on one line. The classes that are also a built-in exception
+keep that base, so ``except ValueError`` and pytest's assertion reporting still work.
+
+Warnings (`pytest_llmlab.report.load.RecordLineWarning`, a UserWarning) are not errors
+and are not in the tree.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ __all__ = [
     "GenerationError",
     "GenerationTimeout",
     "HTTPStatusError",
+    "HistoryError",
     "LLMLabError",
     "MissingAPIKey",
     "ModelNotFound",
@@ -52,6 +66,10 @@ class MissingAPIKey(ModelUnavailable):
 
 class ModelNotFound(ModelUnavailable):
     """A `local:` model is neither in the store, pullable, nor an existing GGUF file."""
+
+
+class HistoryError(LLMLabError):
+    """The history file cannot be read or written, or holds no run of that name."""
 
 
 class GenerationError(LLMLabError):

@@ -26,6 +26,7 @@ import pytest
 from pydantic import BaseModel
 
 from pytest_llmlab.energy.reading import EnergyReading
+from pytest_llmlab.errors import LLMLabError
 from pytest_llmlab.extract import (
     JSONExtractionError,
     SchemaValidationError,
@@ -82,7 +83,7 @@ class CheckFailure:
     spans: tuple[tuple[int, int], ...] = ()
 
 
-class ExpectationFailed(AssertionError):
+class ExpectationFailed(LLMLabError, AssertionError):
     """One or more checks failed; the message lists them grouped per generation."""
 
     def __init__(self, failures: Sequence[CheckFailure]) -> None:

@@ -16,6 +16,8 @@ from typing import Any, NoReturn
 
 from pydantic import BaseModel, ValidationError
 
+from pytest_llmlab.errors import LLMLabError
+
 __all__ = [
     "JSONExtractionError",
     "SchemaValidationError",
@@ -34,7 +36,7 @@ _OPENING = re.compile(r"[{\[]")
 _EXCERPT_HALF = 40
 
 
-class JSONExtractionError(ValueError):
+class JSONExtractionError(LLMLabError, ValueError):
     """The answer holds no valid JSON value; the message says what was tried and where.
 
     ``text`` is the answer that was searched.
@@ -45,7 +47,7 @@ class JSONExtractionError(ValueError):
         self.text = text
 
 
-class SchemaValidationError(AssertionError):
+class SchemaValidationError(LLMLabError, AssertionError):
     """The value does not match the model or schema.
 
     ``errors`` holds ``(json_path, message)`` pairs, one per error.

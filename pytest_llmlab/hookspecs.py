@@ -19,14 +19,14 @@ def pytest_llmlab_make_meters(config: pytest.Config) -> list[Meter]:
 
     A meter is any object with ``name: str``, ``sample() -> list[CounterSample]``
     (cumulative joules per domain, read now) and ``close()``; see
-    `pytest_llmlab.energy.base.Meter`. Domains are summed into a reading's ``other``
+    `pytest_llmlab.Meter`. Domains are summed into a reading's ``other``
     by their prefix (``plug-0`` -> ``other["plug"]``). Called once per process, on first
     use of a metered fixture; every implementation's list is added.
 
     Example, in ``conftest.py``::
 
         import time
-        from pytest_llmlab.energy.base import CounterSample
+        from pytest_llmlab import CounterSample
 
         class WallPlug:
             name = "plug"

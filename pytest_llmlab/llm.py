@@ -7,7 +7,7 @@ generation to a recorder, which is how results reach ``results.jsonl``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -15,10 +15,10 @@ from pytest_llmlab.energy.base import TokenSegment
 from pytest_llmlab.energy.meters import MeterSet, OpenWindow
 from pytest_llmlab.energy.reading import EnergyReading
 from pytest_llmlab.errors import LLMLabError, hide_own_frames
+from pytest_llmlab.generation_stats import Samples
 from pytest_llmlab.models.assemble import GenerationAssembler
 from pytest_llmlab.models.base import Generation, Message, Provider, Request, StreamHandle
 from pytest_llmlab.models.spec import ModelSpec
-from pytest_llmlab.samples import Samples
 
 __all__ = ["LLM", "GenerationStream"]
 
@@ -155,7 +155,7 @@ class LLM:
         model_spec: ModelSpec,
         temperature: float,
         provider: Provider,
-        defaults: dict[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
         recorder: Recorder | None = None,
         meters: MeterSet | None = None,
     ) -> None:

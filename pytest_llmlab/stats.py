@@ -8,6 +8,7 @@ Pure Python (``math``, ``statistics``, ``random``); no numpy or scipy.
 * `pass_at_k` and `pass_hat_k`: the unbiased pass@k and pass^k estimators.
 * `describe`, `bootstrap_ci`, `percentile`: summary statistics of a metric with a
   seeded (reproducible) bootstrap confidence interval of its mean.
+* `finite_or_none`: a value read from a record as a finite float, or None.
 
 Counts (``successes``, ``n``, ``k`` ...) are ints; every bad argument raises ValueError
 naming the argument and its value.
@@ -28,6 +29,7 @@ __all__ = [
     "bootstrap_ci",
     "decided",
     "describe",
+    "finite_or_none",
     "pass_at_k",
     "pass_hat_k",
     "percentile",
@@ -40,6 +42,28 @@ __all__ = [
 PassRule = Literal["rate", "wilson"]
 
 _RULES: tuple[str, ...] = ("rate", "wilson")
+
+
+# --------------------------------------------------------------------------- values
+
+
+def finite_or_none(value: object) -> float | None:
+    """``value`` as a finite float, or None when it is no such number.
+
+    Ints and floats (and their subclasses) count; booleans, text, None and other
+    types do not, nor NaN, the infinities or an int too large for a float. For
+    numbers read from records (``results.jsonl`` may be edited by hand).
+    """
+    if isinstance(value, float):
+        number = float(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond floats
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
 
 
 # --------------------------------------------------------------------------- checks

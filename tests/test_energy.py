@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -14,10 +16,10 @@ from pytest_llmlab.energy.cpu import TDP_TABLE, CpuEstimateMeter, watts_per_cpu
 from pytest_llmlab.energy.meters import (
     MeterSelectionError,
     MeterSet,
-    parse_meter_choice,
     select_meters,
 )
 from pytest_llmlab.energy.reading import EnergyReading, weakest
+from pytest_llmlab.option_values import parse_meter_choice
 
 
 class FakeCounter:
@@ -95,6 +97,7 @@ def test_reading_figures_are_consistent() -> None:
     assert reading.prefill_joules == pytest.approx(30 + 3 + 60)
     assert reading.decode_joules == pytest.approx(6 + 1 + 240)
     assert reading.wh == pytest.approx(340.0 / 3600)
+    assert reading.wh is not None
     assert reading.wh_per_1k == pytest.approx(reading.wh / 50 * 1000)
     assert reading.net_joules == pytest.approx(340.0 - 2.0 * reading.duration_s)
     assert reading.gco2e == pytest.approx(340.0 / 3600 / 1000 * 400)
@@ -148,15 +151,19 @@ def test_parse_meter_choice(raw: str, expected: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "message"),
-    [("rapl,psu", "unknown meter 'psu'"), ("auto,rapl", "auto cannot be combined"), ("", "no meter")],
+    [
+        ("rapl,psu", "unknown meter 'psu'"),
+        ("auto,rapl", "auto cannot be combined"),
+        ("", "no meter"),
+    ],
 )
 def test_bad_meter_choice(raw: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_meter_choice(raw)
 
 
-def unavailable(reason: str):
-    def factory():
+def unavailable(reason: str) -> Callable[[], NoReturn]:
+    def factory() -> NoReturn:
         raise MeterUnavailable(reason)
 
     return factory
@@ -223,12 +230,16 @@ def test_baseline_is_idle_power_over_the_interval() -> None:
     assert 10.0 / 1.0 < watts < 10.0 / 0.04
 
 
-def test_asking_for_rapl_here_is_a_usage_error(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_asking_for_rapl_here_is_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LLMLAB_POWERCAP_ROOT", str(pytester.path / "no-powercap"))
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest("--llm-meter=rapl")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*pytest-llmlab: --llm-meter=rapl: RAPL: *no-powercap not present*"])
+    result.stderr.fnmatch_lines(
+        ["*pytest-llmlab: --llm-meter=rapl: RAPL: *no-powercap not present*"]
+    )
 
 
 def test_meter_fixture_windows_nest_and_overlap(pytester: pytest.Pytester) -> None:
@@ -330,8 +341,8 @@ def test_remote_endpoint_is_not_metered_locally(pytester: pytest.Pytester) -> No
         from pytest_llmlab.models.openai import OpenAICompatible
 
         def test_remote(llm):
-            assert not OpenAICompatible(model_name="m", display="m", base_url="https://example.invalid/v1").runs_locally
-            assert OpenAICompatible(model_name="m", display="m", base_url="http://127.0.0.1:9/v1").runs_locally
+            assert not OpenAICompatible(model="m", display="m", base_url="https://example.invalid/v1").runs_locally
+            assert OpenAICompatible(model="m", display="m", base_url="http://127.0.0.1:9/v1").runs_locally
         """
     )
     result = pytester.runpytest("--llm-baseline-s=0", "-p", "no:cacheprovider")

@@ -86,7 +86,7 @@ def bind() -> Iterator[Callable[..., Bound]]:
         display: str = DISPLAY,
     ) -> Bound:
         provider = OpenAICompatible(
-            model_name="test-model",
+            model="test-model",
             display=display,
             base_url=base_url,
             api_key=api_key,
@@ -766,8 +766,10 @@ def test_user_can_skip_unavailable(
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
         [
-            f"SKIPPED * model unavailable: cannot reach http://127.0.0.1:{port}/v1 "
-            "for lmstudio:granite-3.0-2b: connection refused"
+            (
+                f"SKIPPED * model unavailable: cannot reach http://127.0.0.1:{port}/v1 "
+                "for lmstudio:granite-3.0-2b: connection refused"
+            )
         ]
     )
 

@@ -27,13 +27,13 @@ def pytest_llmlab_make_meters(config):
     return [StepMeter()]
 '''
 
-TESTS = '''
+TESTS = """
 import pytest
 
 @pytest.mark.parametrize("city", ["France", "Italy", "Spain", "Germany", "Japan"])
 def test_capital(llm, city):
     llm.generate(f"What is the capital of {city}? Answer in one word.", max_tokens=8)
-'''
+"""
 
 
 def test_saved_run_then_regression_then_clean(
@@ -49,9 +49,7 @@ def test_saved_run_then_regression_then_clean(
     assert (pytester.path / ".llmlab" / "history.sqlite").is_file()
 
     monkeypatch.setenv("STEP_J", "1.5")  # +50% energy on every generation
-    worse = pytester.runpytest(
-        *common, "--llm-compare=main", "--llm-compare-fail=wh_per_1k:10%"
-    )
+    worse = pytester.runpytest(*common, "--llm-compare=main", "--llm-compare-fail=wh_per_1k:10%")
     worse.assert_outcomes(passed=5)  # every test passed, yet the session fails
     assert worse.ret == pytest.ExitCode.TESTS_FAILED
     worse.stdout.fnmatch_lines(

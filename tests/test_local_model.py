@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from pytest_llmlab import LLM, Generation
+from pytest_llmlab import LLM
 from pytest_llmlab.models.local import EmbeddedLlamaCpp
 from pytest_llmlab.models.openai import OpenAICompatible
 from pytest_llmlab.models.spec import parse_spec
@@ -72,6 +72,7 @@ def test_usage_and_timings_are_populated_and_consistent(llm: LLM) -> None:
     assert t.ttft_s is not None and 0 < t.ttft_s < t.total_s
     assert t.prefill_tokens_per_s == pytest.approx(gen.usage.prompt_tokens / t.ttft_s)
     assert t.decode_tokens_per_s == pytest.approx(39 / (t.total_s - t.ttft_s), rel=1e-6)
+    assert t.first_token_ns is not None
     assert t.started_ns < t.first_token_ns < t.finished_ns
 
 
@@ -133,7 +134,7 @@ def test_openai_provider_on_the_embedded_server_gives_the_same_text(
 ) -> None:
     direct = llm.generate(LONG, max_tokens=32, seed=7)
     client = OpenAICompatible(
-        model_name="whatever", display="openai:whatever", base_url=embedded.base_url
+        model="whatever", display="openai:whatever", base_url=embedded.base_url
     )
     try:
         via_openai = LLM(
@@ -226,7 +227,9 @@ def test_missing_gguf_path_errors_at_setup_naming_the_file(pytester: pytest.Pyte
     pytester.makepyfile("def test_x(llm):\n    llm.generate('hi')\n")
     result = pytester.runpytest("--llm-models=local:/nonexistent/model.gguf")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*local:/nonexistent/model.gguf: no such file /nonexistent/model.gguf*"])
+    result.stdout.fnmatch_lines(
+        ["*local:/nonexistent/model.gguf: no such file /nonexistent/model.gguf*"]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
@@ -276,7 +279,7 @@ def test_junit_xml_carries_short_llm_properties(pytester: pytest.Pytester) -> No
 
     case = ET.parse(pytester.path / "junit.xml").getroot().find(".//testcase")
     assert case is not None
-    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    props = {p.attrib["name"]: p.attrib["value"] for p in case.iter("property")}
     assert props["llm_model"] == "local:smollm2-135m"
     assert props["llm_temperature"] == "0"
     assert float(props["llm_wh_per_1k"]) > 0

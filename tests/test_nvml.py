@@ -697,6 +697,7 @@ def test_window_shorter_than_the_counter_period_is_integrated_from_power(
     assert short.provenance == "integrated" and short.measured
 
     window = meters.open("long")
+    assert gpu.energy_mj is not None
     gpu.energy_mj += 60_000  # 60 J over 0.3 s on the counter
     clock.advance(0.3)
     long = window.close(completion_tokens=5)

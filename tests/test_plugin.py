@@ -70,7 +70,9 @@ def test_ini_then_env_then_cli(pytester: pytest.Pytester, monkeypatch: pytest.Mo
     pytester.makepyfile(SPEC_TEST)
     monkeypatch.setenv("LLMLAB_MODELS", "vllm:from-env")
     monkeypatch.setenv("LLMLAB_TEMPERATURES", "0.1")
-    assert collected_ids(pytester.runpytest("--collect-only", "-q")) == ["test_x[vllm:from-env-T0.1]"]
+    assert collected_ids(pytester.runpytest("--collect-only", "-q")) == [
+        "test_x[vllm:from-env-T0.1]"
+    ]
     pytester.makepyprojecttoml(
         """
         [tool.pytest.ini_options]
@@ -84,12 +86,16 @@ def test_ini_then_env_then_cli(pytester: pytest.Pytester, monkeypatch: pytest.Mo
     assert collected_ids(result) == ["test_x[openai:from-cli-T0.1]"]
 
 
-def test_header_says_what_runs_and_why(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_header_says_what_runs_and_why(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytester.makepyfile(SPEC_TEST)
     monkeypatch.setenv("LLMLAB_TEMPERATURES", "0.2")
     result = pytester.runpytest("--collect-only", "--llm-models=fast=vllm:m")
     result.stdout.fnmatch_lines(
-        ["llmlab: models fast=vllm:m (command line); temperatures 0.2 (env LLMLAB_TEMPERATURES); reports *reports"]
+        [
+            "llmlab: models fast=vllm:m (command line); temperatures 0.2 (env LLMLAB_TEMPERATURES); reports *reports"
+        ]
     )
 
 
@@ -125,7 +131,10 @@ def test_plain(llm_spec):
 def test_marker_replaces_session_models_and_temperatures(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(MARKER_TESTS)
     result = pytester.runpytest(
-        "--collect-only", "-q", "--llm-models=fast=local:smollm2-135m,openai:x", "--llm-temperatures=0"
+        "--collect-only",
+        "-q",
+        "--llm-models=fast=local:smollm2-135m,openai:x",
+        "--llm-temperatures=0",
     )
     assert collected_ids(result) == [
         "test_pinned[vllm:pinned-T0.3]",
@@ -138,7 +147,9 @@ def test_marker_replaces_session_models_and_temperatures(pytester: pytest.Pytest
         "test_plain[fast-T0]",
         "test_plain[openai:x-T0]",
     ]
-    assert pytester.runpytest("--llm-models=fast=local:smollm2-135m", "-k", "session_alias").ret == 0
+    assert (
+        pytester.runpytest("--llm-models=fast=local:smollm2-135m", "-k", "session_alias").ret == 0
+    )
 
 
 def test_bad_marker_is_a_collection_error_naming_test_and_spec(pytester: pytest.Pytester) -> None:
@@ -154,8 +165,12 @@ def test_bad_marker_is_a_collection_error_naming_test_and_spec(pytester: pytest.
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
-        ["*test_bad_marker_is_a_collection_error_naming_test_and_spec.py::test_bad: "
-         "@pytest.mark.llm: unknown provider 'bogus' in model spec 'bogus:m'*"]
+        [
+            (
+                "*test_bad_marker_is_a_collection_error_naming_test_and_spec.py::test_bad: "
+                "@pytest.mark.llm: unknown provider 'bogus' in model spec 'bogus:m'*"
+            )
+        ]
     )
     assert "Traceback" not in result.stdout.str()
 
@@ -185,13 +200,21 @@ def test_tests_without_llm_fixtures_are_untouched(pytester: pytest.Pytester) -> 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--llm-models=nope:m"], "*argument --llm-models: unknown provider 'nope' in model spec 'nope:m' (valid providers: llamacpp, lmstudio, local, openai, vllm)*"),
-        (["--llm-models=justaname"], "*argument --llm-models: invalid model spec 'justaname': expected 'provider:model'*"),
+        (
+            ["--llm-models=nope:m"],
+            "*argument --llm-models: unknown provider 'nope' in model spec 'nope:m' (valid providers: llamacpp, lmstudio, local, openai, vllm)*",
+        ),
+        (
+            ["--llm-models=justaname"],
+            "*argument --llm-models: invalid model spec 'justaname': expected 'provider:model'*",
+        ),
         (["--llm-temperatures=0,hot"], "*argument --llm-temperatures: 'hot' is not a number*"),
         (["--llm-timeout=-1"], "*argument --llm-timeout: -1 must be greater than 0*"),
     ],
 )
-def test_bad_command_line_is_a_usage_error(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+def test_bad_command_line_is_a_usage_error(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
     pytester.makepyfile(SPEC_TEST)
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -210,7 +233,9 @@ def test_bad_ini_and_env_are_usage_errors_naming_the_source(
     monkeypatch.setenv("LLMLAB_TEMPERATURES", "9")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*pytest-llmlab: env LLMLAB_TEMPERATURES: temperature 9 is outside 0..2*"])
+    result.stderr.fnmatch_lines(
+        ["*pytest-llmlab: env LLMLAB_TEMPERATURES: temperature 9 is outside 0..2*"]
+    )
 
 
 def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
@@ -243,7 +268,10 @@ def test_requesting_llm_dynamically_is_explained(pytester: pytest.Pytester) -> N
 def test_same_ids_on_every_xdist_worker(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(SPEC_TEST + MARKER_TESTS.replace("import pytest", "import pytest  # noqa"))
     result = pytester.runpytest_subprocess(
-        "-n", "2", "--llm-models=fast=local:smollm2-135m,openai:x,vllm:y", "--llm-temperatures=0,0.7,1"
+        "-n",
+        "2",
+        "--llm-models=fast=local:smollm2-135m,openai:x,vllm:y",
+        "--llm-temperatures=0,0.7,1",
     )
     # xdist aborts the run if workers collected different tests or orders.
     # test_x 3x3, pinned 1x2, temperature_only 3x1, session_alias 1x3, class 1x3 + 1x3, plain 3x3

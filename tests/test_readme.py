@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import re
 import subprocess
@@ -19,7 +20,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
 
 
 def test_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:
@@ -46,7 +47,7 @@ def test_every_command_line_option_is_documented(pytester: pytest.Pytester) -> N
     assert flags, "no --llm-* options found in --help"
     missing = sorted(flag for flag in flags if flag not in README)
     assert not missing, f"options not in README.md: {missing}"
-    for ini in re.findall(r"^\s+(llm_[a-z0-9_]+) \(", help_text, flags=re.M):
+    for ini in re.findall(r"^\s+(llm_[a-z0-9_]+) \(", help_text, flags=re.MULTILINE):
         assert ini in README, f"ini key {ini} not in README.md"
 
 
@@ -62,8 +63,7 @@ def test_public_api_is_sorted_and_importable() -> None:
 
 def test_every_module_imports_without_warnings() -> None:
     names = [
-        module.name
-        for module in pkgutil.walk_packages(pytest_llmlab.__path__, "pytest_llmlab.")
+        module.name for module in pkgutil.walk_packages(pytest_llmlab.__path__, "pytest_llmlab.")
     ]
     assert "pytest_llmlab.plugin" in names and "pytest_llmlab.models.openai" in names
     code = "\n".join(f"import {name}" for name in names)
@@ -88,3 +88,50 @@ def test_plugin_meter_example_in_the_readme_works(pytester: pytest.Pytester) -> 
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "--llm-meter=none")
     result.assert_outcomes(passed=1)
+
+
+def _backticked(text: str) -> list[str]:
+    return re.findall(r"`([a-z0-9_]+)`", text)
+
+
+def test_csv_record_columns_are_record_fields() -> None:
+    from pytest_llmlab.report.csvfile import CSV_RECORD_FIELDS
+    from pytest_llmlab.results import RECORD_FIELDS
+
+    assert CSV_RECORD_FIELDS and set(CSV_RECORD_FIELDS) <= set(RECORD_FIELDS)
+
+
+def test_readme_record_fields_are_the_record_fields() -> None:
+    """The example line plus the fields the paragraph after it names: every field of
+    `Record`, and no other."""
+    from pytest_llmlab.results import RECORD_FIELDS
+
+    section = README.split("## Reports: `results.jsonl`", 1)[1].split("### `results.csv`")[0]
+    example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    also = section.split("Records also carry the", 1)[1]
+    nested = {"windows", "mean_prob", "min_prob", "first_token_prob", "perplexity", "entropy"}
+    named = set(example) | (set(_backticked(also)) - nested)
+    assert named == set(RECORD_FIELDS)
+    assert list(example) == [f for f in RECORD_FIELDS if f in example]  # file order
+
+
+def test_readme_provider_table_is_the_provider_table() -> None:
+    from pytest_llmlab.models.providers import PROVIDERS
+
+    section = README.split("## Model specs and providers", 1)[1].split("\n\n", 3)[2]
+    rows = {
+        cells[1].strip().strip("`"): cells
+        for cells in (line.split("|") for line in section.splitlines() if line.startswith("| `"))
+    }
+    assert set(rows) == set(PROVIDERS)
+    for name, info in PROVIDERS.items():
+        row = "|".join(rows[name])
+        if info.default_base_url is None:
+            assert "picked by the OS" in row, name
+            continue
+        assert f"`llm_{info.base_url_setting}`" in row, name
+        assert f"`{info.default_base_url}`" in row, name
+        env = info.base_url_env or (f"LLMLAB_{info.base_url_setting.upper()}",)
+        assert all(f"`{var}`" in row for var in env), name
+        assert f"`{info.api_key_env}`" in row, name
+        assert ("required" in row) == info.key_required, name

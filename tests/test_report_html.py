@@ -20,15 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_llmlab.report import html as report_html
-from pytest_llmlab.report.html import (
-    json_island,
-    pareto_front,
-    render_html,
-    summarize,
-    write_html,
-)
+from pytest_llmlab.report import summary as report_summary
+from pytest_llmlab.report.html import json_island, pareto_front, render_html, write_html
 from pytest_llmlab.report.load import RecordLineWarning, load_records
+from pytest_llmlab.report.summary import model_summary
 from pytest_llmlab.stats import describe, percentile
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -235,13 +230,15 @@ def test_summary_counts_distinct_tests_and_failures() -> None:
         _record(test_id="t3", outcome="error"),  # a teardown error fails the test
         _record(test_id="t4", model="other", outcome="passed", energy=None),
     ]
-    first, second = summarize(records)
-    assert (first.model, first.generations, first.tests, first.passed) == (
+    first, second = model_summary(records)
+    assert (first.model, first.n, first.tests, first.passed) == (
         "local:smollm2-135m", 5, 3, 1,
     )  # fmt: skip
     assert first.pass_rate == pytest.approx(1 / 3)
-    assert first.wh_per_1k is not None and first.wh_per_1k.n == 5
-    assert (second.model, second.tests, second.passed, second.wh_per_1k) == ("other", 1, 1, None)
+    assert first.wh_per_1k_stats is not None and first.wh_per_1k_stats.n == 5
+    assert (second.model, second.tests, second.passed, second.wh_per_1k_stats) == (
+        "other", 1, 1, None,
+    )  # fmt: skip
     assert second.provenance == "unavailable"
 
 
@@ -402,7 +399,7 @@ def test_wide_ranges_use_a_log_scale() -> None:
 
 
 def test_interval_plan_bounds_the_bootstrap_work() -> None:
-    plan = report_html._interval_plan
+    plan = report_summary.interval_plan
     assert plan({"a": 100}) == {"a": 2000}
     assert plan({"a": 1500, "b": 1500}) == {"a": 666, "b": 666}
     assert plan({"big": 50_000, "small": 10}) == {"big": 0, "small": 2000}
@@ -410,7 +407,7 @@ def test_interval_plan_bounds_the_bootstrap_work() -> None:
     many = {f"m{i}": 2000 for i in range(20)}  # 40k values: 200 resamples are too many
     result = plan(many)
     kept = [m for m, r in result.items() if r]
-    assert sum(many[m] * result[m] for m in kept) <= report_html.BOOTSTRAP_DRAWS
+    assert sum(many[m] * result[m] for m in kept) <= report_summary.BOOTSTRAP_DRAWS
     assert kept and all(result[m] >= 200 for m in kept)
 
 
@@ -419,7 +416,7 @@ def test_normal_interval_agrees_with_the_bootstrap_for_large_samples() -> None:
 
     rng = random.Random(5)
     values = [rng.lognormvariate(0.0, 0.6) for _ in range(5000)]
-    normal = report_html._describe(values, 0)
+    normal = report_summary.mean_interval(values, 0)
     boot = describe(values, resamples=400)
     assert normal.mean == pytest.approx(boot.mean)
     assert normal.std == pytest.approx(boot.std)

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_llmlab.models.spec import PROVIDERS, ModelSpec, SpecError, parse_spec, parse_spec_list
+from pytest_llmlab.models.providers import PROVIDERS
+from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec, parse_spec_list
 
 
 @pytest.mark.parametrize(
@@ -54,7 +55,7 @@ def test_alias_naming_two_models_is_an_error() -> None:
 @given(
     provider=st.sampled_from(sorted(PROVIDERS)),
     model=st.text(
-        alphabet=st.characters(blacklist_characters=",\n\r", blacklist_categories=("Cs",)),
+        alphabet=st.characters(blacklist_characters=",\n\r", blacklist_categories=["Cs"]),
         min_size=1,
     ).filter(lambda m: m.strip() == m and m != ""),
 )

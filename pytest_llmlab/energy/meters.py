@@ -13,39 +13,26 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pytest_llmlab.energy.base import CounterSample, Meter, MeterUnavailable, TokenSegment
 from pytest_llmlab.energy.cpu import CpuEstimateMeter
 from pytest_llmlab.energy.reading import EnergyReading, GpuStats, reading_from_samples
 
+if TYPE_CHECKING:
+    from pytest_llmlab.config import Settings
+
 __all__ = [
-    "METER_CHOICES",
+    "EnergyMeter",
     "MeterSelectionError",
     "MeterSet",
     "OpenWindow",
-    "parse_meter_choice",
     "select_meters",
 ]
 
-METER_CHOICES = ("auto", "rapl", "nvml", "estimate", "none")
 
-
-class MeterSelectionError(ValueError):
+class MeterSelectionError(MeterUnavailable, ValueError):
     """An explicitly requested meter cannot run here; the message says why."""
-
-
-def parse_meter_choice(raw: str) -> tuple[str, ...]:
-    """``auto`` | ``none`` | ``estimate`` | a comma list of ``rapl``, ``nvml``, ``estimate``."""
-    items = tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
-    if not items:
-        raise ValueError("no meter given")
-    for item in items:
-        if item not in METER_CHOICES:
-            raise ValueError(f"unknown meter {item!r} (choose from {', '.join(METER_CHOICES)})")
-    if len(items) > 1 and ({"auto", "none"} & set(items)):
-        raise ValueError(f"{'/'.join(sorted({'auto', 'none'} & set(items)))} cannot be combined")
-    return items
 
 
 def _try(factory: Callable[[], Meter]) -> tuple[Meter | None, str]:
@@ -73,8 +60,19 @@ def select_meters(
     cpu_tdp: float | None = None,
     extra: Sequence[Meter] = (),
     factories: dict[str, Callable[[], Meter]] | None = None,
+    grid_gco2_per_kwh: float | None = None,
+    grid_zone: str | None = None,
+    kwh_price: float | None = None,
 ) -> MeterSet:
-    """Build the session's meters; raise MeterSelectionError for an impossible request."""
+    """Build the session's meters; raise MeterSelectionError for an impossible request.
+
+    The carbon intensity, grid zone and electricity price are given to every reading.
+    """
+    costs: dict[str, Any] = {
+        "grid_gco2_per_kwh": grid_gco2_per_kwh,
+        "grid_zone": grid_zone,
+        "kwh_price": kwh_price,
+    }
     makers: dict[str, Callable[[], Meter]] = {"rapl": _rapl, "nvml": _nvml}
     makers.update(factories or {})
     meters: list[Meter] = list(extra)
@@ -84,7 +82,7 @@ def select_meters(
         note = "built-in meters off (--llm-meter=none)"
         if extra:
             note += "; plugin meters: " + ", ".join(m.name for m in extra)
-        return MeterSet(meters, note)
+        return MeterSet(meters, note, **costs)
     hardware = ("rapl", "nvml") if "auto" in choice else tuple(c for c in choice if c in makers)
     for name in hardware:
         meter, why = _try(makers[name])
@@ -104,7 +102,7 @@ def select_meters(
         notes.append(f"using {estimate.description}")
     if extra:
         notes.append("plugin meters: " + ", ".join(m.name for m in extra))
-    return MeterSet(meters, "; ".join(notes) or "no meter")
+    return MeterSet(meters, "; ".join(notes) or "no meter", **costs)
 
 
 @dataclass
@@ -171,6 +169,28 @@ class MeterSet:
         self._short_window = [
             m.short_window_joules for m in self.meters if hasattr(m, "short_window_joules")
         ]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, extra: Sequence[Meter] = ()) -> MeterSet:
+        """The meters ``--llm-meter`` asks for, with the session's carbon intensity
+        (``--llm-grid-gco2-per-kwh``, else the ``--llm-grid-zone`` mix) and price.
+
+        Raises MeterSelectionError for a meter the machine lacks and ValueError for an
+        unknown grid zone.
+        """
+        carbon = settings.grid_gco2_per_kwh
+        if carbon is None and settings.grid_zone:
+            from pytest_llmlab.energy.cloud import zone_intensity
+
+            carbon = zone_intensity(settings.grid_zone)
+        return select_meters(
+            settings.meter,
+            cpu_tdp=settings.cpu_tdp,
+            extra=extra,
+            grid_gco2_per_kwh=carbon,
+            grid_zone=settings.grid_zone,
+            kwh_price=settings.kwh_price,
+        )
 
     @property
     def names(self) -> list[str]:
@@ -296,6 +316,33 @@ class MeterSet:
     def close(self) -> None:
         for meter in self.meters:
             meter.close()
+
+
+class EnergyMeter:
+    """The ``meter`` fixture: meter any block of code with the session's meters."""
+
+    def __init__(self, meters: MeterSet) -> None:
+        self._meters = meters
+
+    @property
+    def description(self) -> str:
+        """What meters run here and why (the line the terminal summary shows)."""
+        return self._meters.description
+
+    @property
+    def names(self) -> list[str]:
+        return self._meters.names
+
+    @property
+    def baseline_w(self) -> float | None:
+        return self._meters.baseline_w
+
+    def window(self, label: str = "") -> OpenWindow:
+        """``with meter.window("tokenize") as w: ...`` then ``w.reading``.
+
+        Windows may nest and overlap: each reports the gross energy of its own span.
+        """
+        return self._meters.open(label)
 
 
 def _combine_gpu_stats(per_gpu: list[dict[str, Any]]) -> GpuStats:

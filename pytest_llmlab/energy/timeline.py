@@ -38,6 +38,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Self
 
+from pytest_llmlab.errors import LLMLabError
+
 __all__ = [
     "DEFAULT_HZ",
     "DEFAULT_RETENTION_S",
@@ -59,7 +61,7 @@ SourceFn = Callable[[], Mapping[str, float | None]]
 _NAN = float("nan")
 
 
-class NoSamples(LookupError):
+class NoSamples(LLMLabError, LookupError):
     """A query found no usable sample of the metric (unknown metric, never read, or
     every reading was ``None``)."""
 

@@ -9,6 +9,7 @@ process, started on first use and stopped when the session ends.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,20 @@ from pytest_llmlab.models.base import Request
 from pytest_llmlab.models.openai import ChunkStream, OpenAICompatible
 from pytest_llmlab.models.store import resolve_local_model
 
-__all__ = ["EmbeddedLlamaCpp"]
+__all__ = ["EmbeddedLlamaCpp", "default_threads"]
 
 __tracebackhide__ = hide_own_frames
+
+
+def default_threads(cpu_count: int | None = None, workers: str | None = None) -> int:
+    """CPU threads per embedded server: the CPUs shared among xdist workers."""
+    cpus = cpu_count or os.cpu_count() or 1
+    count = workers if workers is not None else os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    try:
+        share = max(1, int(count or 1))
+    except ValueError:
+        share = 1
+    return max(1, cpus // share)
 
 
 class EmbeddedLlamaCpp:
@@ -99,7 +111,7 @@ class EmbeddedLlamaCpp:
         address = str(self._server.listening_address).rstrip("/")
         self.endpoint = address + "/v1"
         return OpenAICompatible(
-            model_name=self.path.name,
+            model=self.path.name,
             display=self.display,
             base_url=self.endpoint,
             timeout_s=self.timeout_s,

@@ -28,12 +28,21 @@ from pytest_llmlab.errors import (
     hide_own_frames,
 )
 from pytest_llmlab.models.base import Request
+from pytest_llmlab.models.providers import PROVIDERS
 from pytest_llmlab.models.sse import iter_events, iter_lines
 
-__all__ = ["ChunkStream", "OpenAICompatible", "connect_reason", "is_loopback", "redact_url"]
+__all__ = [
+    "ChunkStream",
+    "OpenAICompatible",
+    "connect_reason",
+    "is_loopback",
+    "list_models",
+    "redact_url",
+]
 
 __tracebackhide__ = hide_own_frames
 
+_OPENAI_CLOUD = str(PROVIDERS["openai"].default_base_url)
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _ERROR_BODY_LIMIT = 4096
 
@@ -62,6 +71,30 @@ def connect_reason(exc: Exception) -> str:
     return text.strip().rstrip(".").lower() or type(exc).__name__
 
 
+def list_models(base_url: str, *, timeout_s: float = 10.0) -> list[str]:
+    """Model ids an OpenAI-compatible endpoint offers (``GET {base}/models``).
+
+    Raises ValueError with a one-line reason (connection refused, an HTTP status, an
+    answer that is not a model list).
+    """
+    base = base_url.rstrip("/")
+    # A proxy set for the internet must not swallow a loopback server.
+    with httpx.Client(timeout=timeout_s, trust_env=not is_loopback(base)) as client:
+        try:
+            response = client.get(f"{base}/models")
+        except httpx.HTTPError as exc:
+            raise ValueError(connect_reason(exc)) from None
+    if response.status_code >= 400:
+        raise ValueError(f"HTTP {response.status_code} {response.reason_phrase}")
+    try:
+        data = response.json().get("data")
+    except (ValueError, AttributeError):
+        raise ValueError("the answer is not an OpenAI model list") from None
+    if not isinstance(data, list):
+        raise ValueError("the answer has no 'data' list")  # noqa: TRY004 (a bad answer)
+    return [str(entry.get("id")) for entry in data if isinstance(entry, dict)]
+
+
 def _server_error_message(response: httpx.Response) -> str:
     """The server's own words from an error body: OpenAI's ``error.message`` or raw text."""
     try:
@@ -87,7 +120,7 @@ class OpenAICompatible:
     def __init__(
         self,
         *,
-        model_name: str,
+        model: str,
         display: str,
         base_url: str,
         api_key: str | None = None,
@@ -96,7 +129,7 @@ class OpenAICompatible:
         timeout_s: float = 120.0,
         top_logprobs: int = 5,
     ) -> None:
-        self.model_name = model_name
+        self.model = model
         self.display = display
         self.base_url = base_url.rstrip("/")
         self.endpoint = redact_url(self.base_url)
@@ -124,8 +157,8 @@ class OpenAICompatible:
     @property
     def cloud_provider(self) -> str | None:
         """The cloud this endpoint belongs to, for energy estimates (``openai``)."""
-        host = urlsplit(self.base_url).hostname or ""
-        return "openai" if host == "api.openai.com" else None
+        host = urlsplit(self.base_url).hostname
+        return "openai" if host == urlsplit(_OPENAI_CLOUD).hostname else None
 
     # -- availability -------------------------------------------------------------
 
@@ -159,19 +192,12 @@ class OpenAICompatible:
         except httpx.HTTPError:
             pass  # it answered something; the real request will say what is wrong
 
-    def list_models(self) -> list[str]:
-        """Model ids the endpoint offers (``GET /models``)."""
-        response = self._client.get(f"{self.base_url}/models")
-        response.raise_for_status()
-        data = response.json().get("data", [])
-        return [str(item.get("id")) for item in data if isinstance(item, dict)]
-
     # -- streaming ----------------------------------------------------------------
 
     def request_body(self, request: Request) -> dict[str, Any]:
         """The JSON body for one streamed chat completion."""
         body: dict[str, Any] = {
-            "model": self.model_name,
+            "model": self.model,
             "messages": [m.model_dump() for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},

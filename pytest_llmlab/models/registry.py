@@ -1,82 +1,76 @@
 """Build providers from specs, and keep one per model per process.
 
-Every ``openai``-style provider gets its base URL from the settings (ini or env
-override, else the documented default); ``local`` starts the embedded server.
+`PROVIDERS` says which wire-protocol module streams each ``provider:`` prefix, where its
+API key lives and whether the key is mandatory; base URLs come from the settings (ini or
+env override, else the provider's default). ``local`` starts the embedded server.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from pytest_llmlab.config import Settings, default_threads
 from pytest_llmlab.models.base import Provider
-from pytest_llmlab.models.local import EmbeddedLlamaCpp
+from pytest_llmlab.models.local import EmbeddedLlamaCpp, default_threads
 from pytest_llmlab.models.openai import OpenAICompatible
+from pytest_llmlab.models.providers import PROVIDERS
 from pytest_llmlab.models.spec import ModelSpec
 
-__all__ = ["API_KEY_ENV", "ProviderPool", "build_provider"]
-
-#: Where each provider's API key is read from. Only the OpenAI cloud requires one.
-API_KEY_ENV: dict[str, str] = {
-    "openai": "OPENAI_API_KEY",
-    "lmstudio": "LMSTUDIO_API_KEY",
-    "vllm": "VLLM_API_KEY",
-    "llamacpp": "LLAMA_API_KEY",
-}
-
-_OPENAI_CLOUD = "https://api.openai.com/v1"
-
-
-def build_provider(
-    spec: ModelSpec,
-    settings: Settings,
-    *,
-    announce: Callable[[str], None] | None = None,
-) -> Provider:
-    """A provider for one model spec, not yet started or contacted."""
-    if spec.provider == "local":
-        return EmbeddedLlamaCpp(
-            model=spec.model,
-            display=spec.display,
-            threads=settings.threads or default_threads(),
-            ctx=settings.ctx,
-            timeout_s=settings.timeout,
-            announce=announce,
-        )
-    base_url = settings.base_url(spec.provider)
-    key_env = API_KEY_ENV[spec.provider]
-    return OpenAICompatible(
-        model_name=spec.model,
-        display=spec.display,
-        base_url=base_url,
-        api_key=os.environ.get(key_env) or None,
-        api_key_env=key_env,
-        # A key is mandatory for the OpenAI cloud only; compatible servers may run open.
-        require_key=base_url.rstrip("/") == _OPENAI_CLOUD,
-        timeout_s=settings.timeout,
-    )
+__all__ = ["ProviderPool"]
 
 
 class ProviderPool:
-    """One provider per (provider, model) in this process, closed at session end."""
+    """One provider per (provider, model) in this process, closed at session end.
+
+    Constructed from plain values (not the settings object), so the models package
+    does not depend on `pytest_llmlab.config`.
+    """
 
     def __init__(
         self,
-        settings: Settings,
         *,
+        base_urls: Mapping[str, str],
+        timeout_s: float,
+        threads: int | None = None,
+        ctx: int = 4096,
         announce: Callable[[str], None] | None = None,
     ) -> None:
-        self.settings = settings
+        self._base_urls = dict(base_urls)
+        self._timeout_s = timeout_s
+        self._threads = threads
+        self._ctx = ctx
         self._announce = announce
         self._providers: dict[str, Provider] = {}
 
     def get(self, spec: ModelSpec) -> Provider:
+        """The provider of ``spec``'s model, built (not started) on first use."""
         provider = self._providers.get(spec.spec)
         if provider is None:
-            provider = build_provider(spec, self.settings, announce=self._announce)
+            provider = self._build(spec)
             self._providers[spec.spec] = provider
         return provider
+
+    def _build(self, spec: ModelSpec) -> Provider:
+        info = PROVIDERS[spec.provider]
+        if info.protocol == "local":
+            return EmbeddedLlamaCpp(
+                model=spec.model,
+                display=spec.display,
+                threads=self._threads or default_threads(),
+                ctx=self._ctx,
+                timeout_s=self._timeout_s,
+                announce=self._announce,
+            )
+        base_url = self._base_urls.get(spec.provider) or str(info.default_base_url)
+        return OpenAICompatible(
+            model=spec.model,
+            display=spec.display,
+            base_url=base_url,
+            api_key=os.environ.get(info.api_key_env or "") or None,
+            api_key_env=info.api_key_env,
+            require_key=info.requires_key(base_url),
+            timeout_s=self._timeout_s,
+        )
 
     def close(self) -> None:
         for provider in self._providers.values():

@@ -9,21 +9,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["PROVIDERS", "ModelSpec", "SpecError", "parse_spec", "parse_spec_list"]
+from pytest_llmlab.errors import LLMLabError
+from pytest_llmlab.models.providers import PROVIDERS
+from pytest_llmlab.option_values import split_list
 
-#: Providers this version understands, with what each one talks to.
-PROVIDERS: dict[str, str] = {
-    "local": "embedded llama.cpp (xllamacpp) running a GGUF from the model store or a path",
-    "openai": "OpenAI or any OpenAI-compatible endpoint (OPENAI_BASE_URL, OPENAI_API_KEY)",
-    "lmstudio": "LM Studio server, default http://127.0.0.1:1234/v1",
-    "vllm": "vLLM OpenAI-compatible server, default http://127.0.0.1:8000/v1",
-    "llamacpp": "llama.cpp llama-server, default http://127.0.0.1:8080/v1",
-}
+__all__ = ["ModelSpec", "SpecError", "parse_spec", "parse_spec_list"]
 
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-class SpecError(ValueError):
+class SpecError(LLMLabError, ValueError):
     """A model spec that cannot be parsed; the message names the spec."""
 
 
@@ -79,16 +74,6 @@ def parse_spec(text: str) -> ModelSpec:
             f"(valid providers: {_valid_providers()})"
         )
     return ModelSpec(provider=provider, model=model, alias=alias)
-
-
-def split_list(values: str | list[str] | tuple[str, ...]) -> list[str]:
-    """Split comma- or newline-separated option values into stripped, non-empty items."""
-    items = [values] if isinstance(values, str) else list(values)
-    out: list[str] = []
-    for item in items:
-        for line in item.splitlines():
-            out.extend(part.strip() for part in line.split(",") if part.strip())
-    return out
 
 
 def parse_spec_list(values: str | list[str] | tuple[str, ...]) -> list[ModelSpec]:

@@ -12,12 +12,15 @@ joules        mean ``energy.joules``                                   relative 
 ttft_p50      median ``ttft_s``                                        relative %
 decode_tps    median ``decode_tokens_per_s``                           relative %
 cost          mean cost per generation (see `prices.generation_cost`)  relative %
-pass_rate     share of runs passed (``run_passed``; else the outcome)  percentage points
+pass_rate     share of runs passed (``run_passed``; else the verdict)  percentage points
 ============  =======================================================  =================
 
 Model values aggregate the paired tests' values (median for ``ttft_p50`` and
 ``decode_tps``, mean otherwise); the model's ``pass_rate`` is the share of its paired
-tests whose outcome passed (``passed``/``xpassed``; skipped tests are left out).
+tests that passed, by the outcome rule of `pytest_llmlab.report.summary` (the one the
+terminal table, the HTML report and the leaderboard use): a test passed (``passed``/
+``xpassed``) unless one of its records failed or errored; skipped and xfailed tests
+are left out.
 
 A change counts as a regression only when it is both **significant** and **beyond the
 threshold** of a `RegressionCheck`, so run-to-run noise does not fail a build:
@@ -50,15 +53,20 @@ from __future__ import annotations
 import functools
 import math
 import random
-import re
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_llmlab.models.spec import split_list
-from pytest_llmlab.report.prices import Price, _number, generation_cost
-from pytest_llmlab.stats import bootstrap_ci, percentile
+from pytest_llmlab.option_values import (
+    COMPARE_METRICS,
+    RegressionCheck,
+    metric_unit,
+    parse_compare_fail,
+)
+from pytest_llmlab.report.prices import Price, generation_cost
+from pytest_llmlab.report.summary import energy_of, model_name, verdict_of_test
+from pytest_llmlab.stats import bootstrap_ci, finite_or_none, percentile
 
 __all__ = [
     "ALPHA",
@@ -73,7 +81,6 @@ __all__ = [
     "compare_runs",
     "fisher_exact",
     "mcnemar_exact",
-    "outcome_passed",
     "parse_compare_fail",
 ]
 
@@ -84,32 +91,11 @@ MIN_SAMPLES = 3
 _RESAMPLES = 2000
 _SEED = 0
 
-#: The metrics a comparison reports, with their description.
-METRICS: dict[str, str] = {
-    "wh_per_1k": "mean Wh per 1000 output tokens",
-    "joules": "mean joules per generation",
-    "ttft_p50": "median time to first token (s)",
-    "decode_tps": "median decode tokens/s",
-    "cost": "mean cost per generation",
-    "pass_rate": "share of tests passed (percentage points)",
-}
+METRICS = COMPARE_METRICS
 _MEDIAN = {"ttft_p50", "decode_tps"}
 _RELATIVE = tuple(m for m in METRICS if m != "pass_rate")
 
 Key = tuple[str, str, float | None]
-
-
-def outcome_passed(outcome: Any) -> bool | None:
-    """True for a passed test, False for a failed one, None when it did not run.
-
-    ``passed`` and ``xpassed`` pass; ``failed``, ``error`` and ``xfailed`` (the
-    behaviour still fails) do not; ``skipped`` and unknown outcomes are left out.
-    """
-    if outcome in ("passed", "xpassed"):
-        return True
-    if outcome in ("failed", "error", "xfailed"):
-        return False
-    return None
 
 
 # --------------------------------------------------------------------------- exact tests
@@ -230,10 +216,6 @@ def _value(metric: str, value: float | None) -> str:
     return f"{value:.1f}%" if metric == "pass_rate" else f"{value:.4g}"
 
 
-def _unit(metric: str) -> str:
-    return " pp" if metric == "pass_rate" else "%"
-
-
 @dataclass(frozen=True, slots=True)
 class PairDelta:
     """One test on one model and temperature, in both runs."""
@@ -264,78 +246,33 @@ class ModelDelta:
         return f"model {self.model}"
 
 
-@dataclass(frozen=True, slots=True)
-class RegressionCheck:
-    """``metric`` must not move in ``direction`` (+1 rise, -1 fall) by more than
-    ``limit`` (percent, or percentage points for ``pass_rate``)."""
-
-    metric: str
-    limit: float
-    direction: int
-
-    def __str__(self) -> str:
-        return f"{self.metric}:{'+' if self.direction > 0 else '-'}{self.limit:g}%"
-
-    def threshold(self) -> str:
-        return f"{'+' if self.direction > 0 else '-'}{self.limit:g}{_unit(self.metric)}"
-
-    def violated_by(self, delta: MetricDelta) -> bool:
-        """Beyond the limit in the checked direction, and significant."""
-        if delta.change is None or delta.change * self.direction <= self.limit:
-            return False
-        return delta.evidence.shows(self.direction)
-
-
-_CHECK = re.compile(r"^([a-z0-9_]+):([+-]?)(\d+(?:\.\d*)?|\.\d+)%$")
-
-
-def parse_compare_fail(text: str) -> list[RegressionCheck]:
-    """Parse ``"wh_per_1k:10%,pass_rate:-5%"`` into checks (comma or newline separated).
-
-    ``METRIC:N%`` or ``METRIC:+N%`` fails when the metric rises by more than N;
-    ``METRIC:-N%`` when it falls by more than N. N is relative percent, except for
-    ``pass_rate``, where it is absolute percentage points. A malformed item or an
-    unknown metric is a ValueError naming the item and listing the metrics.
-    """
-    valid = ", ".join(METRICS)
-    checks: list[RegressionCheck] = []
-    items = split_list(text)
-    if not items:
-        raise ValueError(f"no regression check given (expected METRIC:N%; metrics: {valid})")
-    for item in items:
-        match = _CHECK.match(item.replace(" ", ""))
-        if match is None:
-            raise ValueError(
-                f"regression check {item!r} is not METRIC:[+|-]N% (such as wh_per_1k:10% or "
-                f"pass_rate:-5%); metrics: {valid}"
-            )
-        metric, sign, number = match.groups()
-        if metric not in METRICS:
-            raise ValueError(
-                f"regression check {item!r}: unknown metric {metric!r}; metrics: {valid}"
-            )
-        check = RegressionCheck(metric, float(number), -1 if sign == "-" else 1)
-        if check not in checks:
-            checks.append(check)
-    return checks
-
-
 # --------------------------------------------------------------------------- samples
 
 
 @dataclass
 class _Samples:
-    """What one test contributes: per-generation metric values and its pass counts."""
+    """What one test contributes: per-generation metric values, its runs passed, the
+    outcomes of its records (the last one shown) and so its verdict."""
 
     values: dict[str, list[float]]
     runs: dict[int, bool]
-    outcome: str | None
+    outcomes: list[Any] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str | None:
+        """The last record's outcome, for display."""
+        last = self.outcomes[-1] if self.outcomes else None
+        return None if last is None else str(last)
+
+    @property
+    def verdict(self) -> bool | None:
+        """Whether the test passed (`verdict_of_test`); None when it is not counted."""
+        return verdict_of_test(self.outcomes)
 
     def pass_counts(self) -> tuple[int, int] | None:
         if self.runs:
             return sum(self.runs.values()), len(self.runs)
-        passed = outcome_passed(self.outcome)
-        return None if passed is None else (int(passed), 1)
+        return None if self.verdict is None else (int(self.verdict), 1)
 
     def value(self, metric: str) -> float | None:
         if metric == "pass_rate":
@@ -352,13 +289,12 @@ def _gather(
 ) -> dict[Key, _Samples]:
     tests: dict[Key, _Samples] = {}
     for record in records:
-        temperature = _number(record.get("temperature"))
-        key = (str(record.get("test_id")), str(record.get("model")), temperature)
+        temperature = finite_or_none(record.get("temperature"))
+        key = (str(record.get("test_id")), model_name(record), temperature)
         samples = tests.get(key)
         if samples is None:
-            samples = tests[key] = _Samples({m: [] for m in _RELATIVE}, {}, None)
-        energy = record.get("energy")
-        energy = energy if isinstance(energy, dict) else {}
+            samples = tests[key] = _Samples({m: [] for m in _RELATIVE}, {})
+        energy = energy_of(record)
         readings = {
             "wh_per_1k": energy.get("wh_per_1k"),
             "joules": energy.get("joules"),
@@ -367,13 +303,13 @@ def _gather(
             "cost": generation_cost(record, prices, kwh_price)[0],
         }
         for metric, raw in readings.items():
-            value = _number(raw)
+            value = finite_or_none(raw)
             if value is not None:
                 samples.values[metric].append(value)
         run, run_passed = record.get("run"), record.get("run_passed")
         if isinstance(run, int) and isinstance(run_passed, bool):
             samples.runs[run] = run_passed
-        samples.outcome = record.get("outcome")
+        samples.outcomes.append(record.get("outcome"))
     return tests
 
 
@@ -413,7 +349,7 @@ def _model_delta(metric: str, pairs: Sequence[tuple[_Samples, _Samples]]) -> Met
         passes = [0, 0]
         n = 0
         for base, cur in pairs:
-            was, now = outcome_passed(base.outcome), outcome_passed(cur.outcome)
+            was, now = base.verdict, cur.verdict
             if was is None or now is None:
                 continue
             n += 1
@@ -496,7 +432,7 @@ class Comparison:
                     assert delta.change is not None
                     lines.append(
                         f"{subject.label}: {check.metric} {delta.values()} "
-                        f"({_pct(delta.change, _unit(check.metric))}, threshold "
+                        f"({_pct(delta.change, metric_unit(check.metric))}, threshold "
                         f"{check.threshold()}); {delta.evidence.text}"
                     )
         return lines
@@ -514,7 +450,7 @@ class Comparison:
             changes = []
             for metric in shown:
                 change = pair.deltas[metric].change
-                changes.append("n/a" if change is None else _pct(change, _unit(metric)))
+                changes.append("n/a" if change is None else _pct(change, metric_unit(metric)))
             rows.append([pair.test_id, pair.model, temperature, outcome, *changes])
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -528,7 +464,7 @@ class Comparison:
                     continue
                 lines.append(
                     f"  {delta.metric:<11} {delta.values()} "
-                    f"({_pct(delta.change, _unit(delta.metric))}); {delta.evidence.text}"
+                    f"({_pct(delta.change, metric_unit(delta.metric))}); {delta.evidence.text}"
                 )
         return lines
 

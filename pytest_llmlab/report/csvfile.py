@@ -1,6 +1,15 @@
 """``results.csv``: the records as one flat table, written atomically.
 
-One row per generation, the columns `pytest_llmlab.report.table.CSV_COLUMNS`, UTF-8,
+`records_frame` flattens each record (one generation) into one row of `CSV_COLUMNS`:
+the record's own fields, its ``energy`` reading (components, GPU statistics, carbon,
+cost) and its ``confidence`` metrics. A field a record lacks (no energy reading, no
+logprobs, no GPU) is a missing value, an empty cell in the CSV. Columns are typed:
+nullable integers (``Int64``), floats (NaN for missing), nullable booleans
+(``boolean``) and nullable strings (``string``); a column whose values do not fit its
+type (a hand-edited file) is kept as objects rather than rejected. pandas is imported
+on first use, so loading this module stays fast.
+
+`write_csv` writes one row per generation, the columns `CSV_COLUMNS`, UTF-8,
 comma-separated (quoted where a cell needs it), ``\\n`` line ends, a header line (text
 that is not valid Unicode, a lone surrogate, is written backslash-escaped).
 Missing values are empty cells; floats are written as ``repr`` writes them, the
@@ -26,14 +35,210 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Sequence
-from itertools import islice
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice, repeat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_llmlab.report.table import CSV_COLUMNS, records_frame
+if TYPE_CHECKING:
+    import pandas  # type: ignore[import-untyped]
 
-__all__ = ["write_csv"]
+__all__ = ["CSV_COLUMNS", "CSV_RECORD_FIELDS", "records_frame", "write_csv"]
+
+#: The columns of ``results.csv``, in order (see `records_frame`).
+CSV_COLUMNS: tuple[str, ...] = (
+    "test_id",
+    "suite",
+    "category",
+    "model",
+    "alias",
+    "spec",
+    "provider",
+    "temperature",
+    "run",
+    "outcome",
+    "run_passed",
+    "prompt_tokens",
+    "completion_tokens",
+    "ttft_s",
+    "total_s",
+    "prefill_tokens_per_s",
+    "decode_tokens_per_s",
+    "tokens_per_s",
+    "finish_reason",
+    "joules",
+    "cpu_joules",
+    "cpu_provenance",
+    "dram_joules",
+    "dram_provenance",
+    "gpu_joules",
+    "gpu_provenance",
+    "wh",
+    "wh_per_1k",
+    "prefill_joules",
+    "decode_joules",
+    "provenance",
+    "measured",
+    "low_confidence",
+    "baseline_w",
+    "net_joules",
+    "gross_joules",
+    "gpu_util_avg",
+    "gpu_util_max",
+    "gpu_mem_avg_mb",
+    "gpu_mem_peak_mb",
+    "gpu_temp_avg_c",
+    "gpu_temp_max_c",
+    "gpu_power_avg_w",
+    "gpu_power_max_w",
+    "mean_prob",
+    "min_prob",
+    "first_token_prob",
+    "perplexity",
+    "entropy",
+    "cost",
+    "gco2e",
+    "host",
+    "worker",
+    "fingerprint",
+    "cpu_model",
+)
+
+_INT = "Int64"
+_FLOAT = "float64"
+_BOOL = "boolean"
+_TEXT = "string"
+
+# Where each column comes from: (source, key, dtype). Sources: "record" (top level),
+# "energy", "cpu"/"dram"/"gpu" (energy components), "gpu_stats", "confidence".
+_SOURCES: dict[str, tuple[str, str, str]] = {
+    "test_id": ("record", "test_id", _TEXT),
+    "suite": ("record", "suite", _TEXT),
+    "category": ("record", "category", _TEXT),
+    "model": ("record", "model", _TEXT),
+    "alias": ("record", "alias", _TEXT),
+    "spec": ("record", "spec", _TEXT),
+    "provider": ("record", "provider", _TEXT),
+    "temperature": ("record", "temperature", _FLOAT),
+    "run": ("record", "run", _INT),
+    "outcome": ("record", "outcome", _TEXT),
+    "run_passed": ("record", "run_passed", _BOOL),
+    "prompt_tokens": ("record", "prompt_tokens", _INT),
+    "completion_tokens": ("record", "completion_tokens", _INT),
+    "ttft_s": ("record", "ttft_s", _FLOAT),
+    "total_s": ("record", "total_s", _FLOAT),
+    "prefill_tokens_per_s": ("record", "prefill_tokens_per_s", _FLOAT),
+    "decode_tokens_per_s": ("record", "decode_tokens_per_s", _FLOAT),
+    "tokens_per_s": ("record", "tokens_per_s", _FLOAT),
+    "finish_reason": ("record", "finish_reason", _TEXT),
+    "joules": ("energy", "joules", _FLOAT),
+    "cpu_joules": ("cpu", "joules", _FLOAT),
+    "cpu_provenance": ("cpu", "provenance", _TEXT),
+    "dram_joules": ("dram", "joules", _FLOAT),
+    "dram_provenance": ("dram", "provenance", _TEXT),
+    "gpu_joules": ("gpu", "joules", _FLOAT),
+    "gpu_provenance": ("gpu", "provenance", _TEXT),
+    "wh": ("energy", "wh", _FLOAT),
+    "wh_per_1k": ("energy", "wh_per_1k", _FLOAT),
+    "prefill_joules": ("energy", "prefill_joules", _FLOAT),
+    "decode_joules": ("energy", "decode_joules", _FLOAT),
+    "provenance": ("energy", "provenance", _TEXT),
+    "measured": ("energy", "measured", _BOOL),
+    "low_confidence": ("energy", "low_confidence", _BOOL),
+    "baseline_w": ("energy", "baseline_w", _FLOAT),
+    "net_joules": ("energy", "net_joules", _FLOAT),
+    "gross_joules": ("energy", "gross_joules", _FLOAT),
+    "gpu_util_avg": ("gpu_stats", "util_avg", _FLOAT),
+    "gpu_util_max": ("gpu_stats", "util_max", _FLOAT),
+    "gpu_mem_avg_mb": ("gpu_stats", "mem_avg_mb", _FLOAT),
+    "gpu_mem_peak_mb": ("gpu_stats", "mem_peak_mb", _FLOAT),
+    "gpu_temp_avg_c": ("gpu_stats", "temp_avg_c", _FLOAT),
+    "gpu_temp_max_c": ("gpu_stats", "temp_max_c", _FLOAT),
+    "gpu_power_avg_w": ("gpu_stats", "power_avg_w", _FLOAT),
+    "gpu_power_max_w": ("gpu_stats", "power_max_w", _FLOAT),
+    "mean_prob": ("confidence", "mean_prob", _FLOAT),
+    "min_prob": ("confidence", "min_prob", _FLOAT),
+    "first_token_prob": ("confidence", "first_token_prob", _FLOAT),
+    "perplexity": ("confidence", "perplexity", _FLOAT),
+    "entropy": ("confidence", "entropy", _FLOAT),
+    "cost": ("energy", "cost", _FLOAT),
+    "gco2e": ("energy", "gco2e", _FLOAT),
+    "host": ("record", "host", _TEXT),
+    "worker": ("record", "worker", _TEXT),
+    "fingerprint": ("record", "fingerprint", _TEXT),
+    "cpu_model": ("record", "cpu_model", _TEXT),
+}
+assert tuple(_SOURCES) == CSV_COLUMNS
+
+#: The columns read from the record's own top-level fields, in column order.
+CSV_RECORD_FIELDS: tuple[str, ...] = tuple(
+    key for source, key, _dtype in _SOURCES.values() if source == "record"
+)
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _dicts(values: Iterable[Any]) -> list[dict[str, Any]]:
+    """Each value if it is a dict (other mappings copied into one), else an empty one
+    (None, or a hand-edited oddity)."""
+    return [
+        v if isinstance(v, dict) else dict(v) if isinstance(v, Mapping) else _EMPTY for v in values
+    ]
+
+
+def _pandas() -> Any:
+    """The pandas module, imported on first use (it takes most of a second)."""
+    return importlib.import_module("pandas")
+
+
+_NONE = type(None)
+# The Python types each column type takes as is (None is missing).
+_ACCEPTS: dict[str, frozenset[type]] = {
+    _FLOAT: frozenset({float, int, _NONE}),
+    _INT: frozenset({int, _NONE}),
+    _BOOL: frozenset({bool, _NONE}),
+    _TEXT: frozenset({str, _NONE}),
+}
+
+
+def _typed(values: list[Any], dtype: str) -> Any:
+    """A column of ``dtype`` from plain values, or of objects (the values unchanged)
+    when any value is of another type (``"8"`` or ``True`` among integers)."""
+    import numpy  # a pandas dependency
+
+    if set(map(type, values)) <= _ACCEPTS[dtype]:
+        try:
+            if dtype == _FLOAT:
+                return numpy.array(values, dtype=float)
+            return _pandas().array(values, dtype=dtype)
+        except (OverflowError, TypeError, ValueError):  # an integer beyond 64 bits
+            pass
+    objects = numpy.empty(len(values), dtype=object)
+    objects[:] = values  # element by element: a list value stays one cell
+    return _pandas().array(objects, dtype=object)
+
+
+def records_frame(records: Sequence[Mapping[str, Any]]) -> pandas.DataFrame:
+    """One row per record with the columns `CSV_COLUMNS`, in that order.
+
+    Columns are built whole from lists (no row-by-row appends): 100k records take a
+    second or two. ``suite`` and ``category`` come from record keys of
+    those names when a record has them; every value a record lacks is missing (NaN,
+    ``<NA>`` or None by column type).
+    """
+    sources: dict[str, list[dict[str, Any]]] = {"record": _dicts(records)}
+    sources["energy"] = _dicts(r.get("energy") for r in sources["record"])
+    for part in ("cpu", "dram", "gpu", "gpu_stats"):
+        sources[part] = _dicts(e.get(part) for e in sources["energy"])
+    sources["confidence"] = _dicts(r.get("confidence") for r in sources["record"])
+    columns = {
+        name: _typed(list(map(dict.get, sources[source], repeat(key))), dtype)
+        for name, (source, key, dtype) in _SOURCES.items()
+    }
+    return _pandas().DataFrame(columns, columns=list(CSV_COLUMNS))
+
+
+# --------------------------------------------------------------------------- writing
 
 _CHUNK_ROWS = 10_000  # rows joined per write: bounded memory, few system calls
 
@@ -78,7 +283,7 @@ def _quoted(cells: list[str]) -> list[str]:
 
 def _text_columns(frame: Any) -> list[list[str]]:
     """Every column of ``frame`` (`CSV_COLUMNS`) as a list of CSV cells, quoted."""
-    missing = importlib.import_module("pandas").NA
+    missing = _pandas().NA
     columns: list[list[str]] = []
     for name in CSV_COLUMNS:
         series = frame[name]
@@ -104,7 +309,7 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def write_csv(records: Sequence[dict[str, Any]], path: Path | str) -> Path:
+def write_csv(records: Sequence[Mapping[str, Any]], path: Path | str) -> Path:
     """Write ``records`` to ``path`` as CSV (see the module docstring); return the path.
 
     The folder is created if needed. Any error (a full disk, an interrupt) propagates

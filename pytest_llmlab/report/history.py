@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pytest_llmlab.errors import LLMLabError
+from pytest_llmlab.errors import HistoryError
 from pytest_llmlab.report.compare import RegressionCheck, compare_runs
 from pytest_llmlab.report.load import load_records
 from pytest_llmlab.report.prices import Price
-from pytest_llmlab.results import _dumps
+from pytest_llmlab.results import dumps_record
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -78,10 +78,6 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (run_id, seq)
 );
 """
-
-
-class HistoryError(LLMLabError):
-    """The history file cannot be read or written, or holds no run of that name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +193,7 @@ def save_run(
         raise HistoryError("a history run needs a name")
     if commit is None:
         commit = git_commit()
-    lines = [_dumps(dict(record)) for record in records]
+    lines = [dumps_record(dict(record)) for record in records]
     hardware_json = json.dumps(dict(hardware), default=str) if hardware is not None else None
     with _connect(path, create=True) as conn, conn:
         old = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (name,)).fetchone()

@@ -22,9 +22,11 @@ errors) is untrusted:
 Scale: summaries and charts use every record; the table data is compact (repeated
 strings are stored once) and texts are cut to `TEXT_LIMIT` characters each, with
 at most `TEXT_BUDGET` bytes of text in all (failing generations first), so 100k
-records make a page of well under 20 MB. Bootstrap intervals share a bounded number
-of draws; a model with more than `BOOTSTRAP_MAX_N` readings gets the normal
-(central limit) interval of its mean instead, which the page says.
+records make a page of well under 20 MB. The per-model figures (the summary table
+and the charts) are `pytest_llmlab.report.summary.model_summary`'s, and tests are
+counted by its outcome rule: bootstrap intervals share a bounded number of draws, and
+a model with more than `BOOTSTRAP_MAX_N` readings gets the normal (central limit)
+interval of its mean instead, which the page says.
 """
 
 from __future__ import annotations
@@ -38,30 +40,34 @@ import json
 import math
 import os
 import secrets
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import jinja2
 from markupsafe import Markup
 
 from pytest_llmlab import __version__
-from pytest_llmlab.report.table import PASSING, provenance_mix
-from pytest_llmlab.stats import MetricStats, describe, percentile
+from pytest_llmlab.report.summary import (
+    BOOTSTRAP_MAX_N,
+    ModelRow,
+    energy_of,
+    finite_values,
+    model_name,
+    model_summary,
+    outcome_passed,
+    verdicts_by_test,
+)
+from pytest_llmlab.stats import finite_or_none
 
 __all__ = [
-    "BOOTSTRAP_DRAWS",
-    "BOOTSTRAP_MAX_N",
     "PAGE_SIZE",
     "TEXT_BUDGET",
     "TEXT_LIMIT",
-    "ModelSummary",
     "json_island",
     "pareto_front",
     "render_html",
-    "summarize",
     "write_html",
 ]
 
@@ -71,16 +77,8 @@ PAGE_SIZE = 500
 TEXT_LIMIT = 2000
 #: UTF-8 bytes of text embedded for the table in all; later generations show a note.
 TEXT_BUDGET = 6_000_000
-#: Above this many readings a model's Wh/1k interval is the normal approximation.
-BOOTSTRAP_MAX_N = 2000
-#: Bootstrap draws (resamples x values) shared by all models of one report.
-BOOTSTRAP_DRAWS = 2_000_000
-_MIN_RESAMPLES = 200
-_MAX_RESAMPLES = 2000
-_CONFIDENCE = 0.95
 
 _NA = "–"
-_EMPTY: dict[str, Any] = {}
 
 # Chart layout (SVG user units).
 _WIDTH = 760
@@ -93,34 +91,6 @@ _LABEL_CHARS = 28  # model names longer than this are cut (the full name is a to
 
 
 # --------------------------------------------------------------------------- values
-
-
-def _number(value: Any) -> float | None:
-    """A finite float, or None for anything else (missing, NaN, text, booleans).
-
-    Hot (a few calls per record), hence the exact type tests first.
-    """
-    kind = type(value)
-    if kind is float:
-        return value if math.isfinite(value) else None
-    if kind is int:
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _energy(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The record's energy reading, or an empty mapping."""
-    energy = record.get("energy")
-    return energy if isinstance(energy, dict) else _EMPTY
-
-
-def _model(record: Mapping[str, Any]) -> str:
-    """The model's display name (``"?"`` when a record has none)."""
-    model = record.get("model")
-    return "?" if model is None else str(model)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -146,152 +116,6 @@ def _utc(timestamp: float) -> str:
     """A Unix time as ``YYYY-MM-DD HH:MM:SS UTC``."""
     moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-# --------------------------------------------------------------------------- summary
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSummary:
-    """One model's figures over all its records (see `summarize`).
-
-    ``tests`` counts distinct test ids and ``passed`` those whose every record has a
-    passing outcome (``passed``/``xpassed``, as the terminal table). ``wh_per_1k`` is
-    `describe` of the readings' Wh per 1000 output tokens with ``ci_method``
-    ``"bootstrap"`` (``resamples`` of them) or ``"normal"``; ``q1``/``q3`` its
-    quartiles. ``total_wh`` sums ``wh`` over the ``energy_n`` readings that have it.
-    """
-
-    model: str
-    generations: int
-    tests: int
-    passed: int
-    wh_per_1k: MetricStats | None
-    ci_method: str
-    resamples: int
-    q1: float | None
-    q3: float | None
-    total_wh: float | None
-    energy_n: int
-    decode_median: float | None
-    ttft_p50: float | None
-    ttft_p95: float | None
-    cost: float | None
-    gco2e: float | None
-    provenance: str
-
-    @property
-    def pass_rate(self) -> float | None:
-        """``passed / tests``; None without tests."""
-        return self.passed / self.tests if self.tests else None
-
-
-def _numbers(values: Iterable[Any]) -> list[float]:
-    """The finite numbers among ``values``."""
-    return [v for v in map(_number, values) if v is not None]
-
-
-def _verdicts(records: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
-    """Test id -> whether every one of its records carries a passing outcome."""
-    verdicts: dict[str, bool] = {}
-    for record in records:
-        test = str(record.get("test_id"))
-        verdicts[test] = verdicts.get(test, True) and record.get("outcome") in PASSING
-    return verdicts
-
-
-def _interval_plan(sizes: Mapping[str, int]) -> dict[str, int]:
-    """Bootstrap resamples per model (0: use the normal interval).
-
-    Models above `BOOTSTRAP_MAX_N` readings use the normal interval; the others share
-    `BOOTSTRAP_DRAWS` (resamples x values), each getting the same number of resamples
-    between 200 and 2000. Should even 200 be too many, the largest models move to the
-    normal interval until the rest fit, so the cost stays bounded for any input.
-    """
-    boot = {m for m, n in sizes.items() if 1 < n <= BOOTSTRAP_MAX_N}
-    total = sum(sizes[m] for m in boot)
-    for model in sorted(boot, key=lambda m: (-sizes[m], m)):
-        if total * _MIN_RESAMPLES <= BOOTSTRAP_DRAWS:
-            break
-        boot.discard(model)
-        total -= sizes[model]
-    resamples = max(_MIN_RESAMPLES, min(_MAX_RESAMPLES, BOOTSTRAP_DRAWS // max(total, 1)))
-    return {m: (resamples if m in boot or n <= 1 else 0) for m, n in sizes.items()}
-
-
-def _describe(values: list[float], resamples: int) -> MetricStats:
-    """`describe` with ``resamples`` bootstrap resamples, or, when ``resamples`` is 0,
-    the same statistics with the normal interval of the mean (``mean ± z·s/√n``).
-
-    The normal branch is for large samples: it computes the standard deviation with
-    `math.fsum` (two passes) instead of `statistics.stdev`, which works in exact
-    fractions and takes a fifth of a second per 16k values.
-    """
-    if resamples:
-        return describe(values, confidence=_CONFIDENCE, resamples=resamples)
-    ordered = sorted(values)
-    n = len(ordered)
-    mean = min(max(math.fsum(ordered) / n, ordered[0]), ordered[-1])
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in ordered) / (n - 1)) if n > 1 else 0.0
-    half = statistics.NormalDist().inv_cdf((1 + _CONFIDENCE) / 2) * std / math.sqrt(n)
-    return MetricStats(
-        n=n,
-        mean=mean,
-        median=percentile(ordered, 50.0),
-        std=std,
-        cv=std / mean if mean != 0 else None,
-        min=ordered[0],
-        max=ordered[-1],
-        p5=percentile(ordered, 5.0),
-        p95=percentile(ordered, 95.0),
-        ci_low=mean - half,
-        ci_high=mean + half,
-        confidence=_CONFIDENCE,
-    )
-
-
-def _summarize_one(
-    model: str, records: list[Mapping[str, Any]], wh_per_1k: list[float], resamples: int
-) -> ModelSummary:
-    """The `ModelSummary` of one model's records."""
-    verdicts = _verdicts(records)
-    energies = [_energy(r) for r in records]
-    stats = _describe(wh_per_1k, resamples) if wh_per_1k else None
-    ordered = sorted(wh_per_1k)
-    wh = _numbers(e.get("wh") for e in energies)
-    decode = _numbers(r.get("decode_tokens_per_s") for r in records)
-    ttft = sorted(_numbers(r.get("ttft_s") for r in records))
-    costs = _numbers(e.get("cost") for e in energies)
-    carbon = _numbers(e.get("gco2e") for e in energies)
-    return ModelSummary(
-        model=model,
-        generations=len(records),
-        tests=len(verdicts),
-        passed=sum(verdicts.values()),
-        wh_per_1k=stats,
-        ci_method="bootstrap" if resamples else "normal",
-        resamples=resamples,
-        q1=percentile(ordered, 25.0) if ordered else None,
-        q3=percentile(ordered, 75.0) if ordered else None,
-        total_wh=math.fsum(wh) if wh else None,
-        energy_n=len(wh),
-        decode_median=statistics.median(decode) if decode else None,
-        ttft_p50=percentile(ttft, 50.0) if ttft else None,
-        ttft_p95=percentile(ttft, 95.0) if ttft else None,
-        cost=math.fsum(costs) if costs else None,
-        gco2e=math.fsum(carbon) if carbon else None,
-        provenance=provenance_mix(cast("list[dict[str, Any]]", records)),
-    )
-
-
-def summarize(records: Sequence[Mapping[str, Any]]) -> list[ModelSummary]:
-    """One `ModelSummary` per model, in the order the models first appear."""
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(_model(record), []).append(record)
-    wh = {m: _numbers(_energy(r).get("wh_per_1k") for r in g) for m, g in groups.items()}
-    plan = _interval_plan({m: len(v) for m, v in wh.items()})
-    return [_summarize_one(m, g, wh[m], plan[m]) for m, g in groups.items()]
 
 
 # --------------------------------------------------------------------------- scales
@@ -386,7 +210,7 @@ def _row_chart_height(rows: int) -> int:
     return _TOP + max(rows, 1) * _ROW + _AXIS
 
 
-def _energy_bars(summaries: Sequence[ModelSummary]) -> Chart:
+def _energy_bars(summaries: Sequence[ModelRow]) -> Chart:
     """Chart 1: total Wh per model, horizontal bars."""
     rows = [s for s in summaries if s.total_wh is not None]
     title = "Total energy per model"
@@ -399,7 +223,7 @@ def _energy_bars(summaries: Sequence[ModelSummary]) -> Chart:
             "x0": scale.at(scale.lo),
             "x1": scale.at(s.total_wh or 0.0),
             "value": f"{_fmt(s.total_wh)} Wh",
-            "tip": f"{s.model}: {_fmt(s.total_wh)} Wh over {s.energy_n} readings ({s.provenance})",
+            "tip": f"{s.model}: {_fmt(s.total_wh)} Wh over {s.wh_n} readings ({s.provenance})",
         }
         for i, s in enumerate(rows)
     )
@@ -417,33 +241,33 @@ def _energy_bars(summaries: Sequence[ModelSummary]) -> Chart:
     )
 
 
-def _wh_boxes(summaries: Sequence[ModelSummary]) -> Chart:
+def _wh_boxes(summaries: Sequence[ModelRow]) -> Chart:
     """Chart 2: Wh/1k per model as box plots (5th-95th percentile whiskers)."""
-    rows = [s for s in summaries if s.wh_per_1k is not None]
+    rows = [s for s in summaries if s.wh_per_1k_stats is not None]
     title = "Energy per 1000 output tokens, distribution per model"
     edges: list[float] = []
     for s in rows:
-        assert s.wh_per_1k is not None
-        edges += [s.wh_per_1k.p5, s.wh_per_1k.p95]
+        assert s.wh_per_1k_stats is not None
+        edges += [s.wh_per_1k_stats.p5, s.wh_per_1k_stats.p95]
     scale = _scale(edges, _LEFT, _WIDTH - _RIGHT)
     items: list[dict[str, Any]] = []
     for i, s in enumerate(rows):
-        st = s.wh_per_1k
-        assert st is not None and s.q1 is not None and s.q3 is not None
+        st, q1, q3 = s.wh_per_1k_stats, s.wh_per_1k_q1, s.wh_per_1k_q3
+        assert st is not None and q1 is not None and q3 is not None
         items.append(
             {
                 "label": _short(s.model),
                 "name": s.model,
                 "y": _TOP + i * _ROW,
                 "p5": scale.at(st.p5),
-                "q1": scale.at(s.q1),
+                "q1": scale.at(q1),
                 "median": scale.at(st.median),
-                "q3": scale.at(s.q3),
+                "q3": scale.at(q3),
                 "p95": scale.at(st.p95),
                 "mean": scale.at(st.mean),
                 "value": f"median {_fmt(st.median)}",
-                "tip": f"{s.model}: n={st.n}, p5 {_fmt(st.p5)}, p25 {_fmt(s.q1)}, "
-                f"median {_fmt(st.median)}, p75 {_fmt(s.q3)}, p95 {_fmt(st.p95)}, "
+                "tip": f"{s.model}: n={st.n}, p5 {_fmt(st.p5)}, p25 {_fmt(q1)}, "
+                f"median {_fmt(st.median)}, p75 {_fmt(q3)}, p95 {_fmt(st.p95)}, "
                 f"mean {_fmt(st.mean)} Wh/1k",
             }
         )
@@ -474,14 +298,14 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _pareto(summaries: Sequence[ModelSummary]) -> Chart:
+def _pareto(summaries: Sequence[ModelRow]) -> Chart:
     """Chart 3: pass rate against mean Wh/1k per model, with the Pareto front."""
-    rows = [s for s in summaries if s.wh_per_1k is not None and s.pass_rate is not None]
+    rows = [s for s in summaries if s.wh_per_1k_mean is not None and s.pass_rate is not None]
     left_out = [s.model for s in summaries if s not in rows]
     title = "Quality against energy: pass rate vs mean Wh/1k"
     height = 380
     plot_top, plot_bottom, plot_left = 20, height - _AXIS, 70
-    points = [(s.wh_per_1k.mean, s.pass_rate or 0.0) for s in rows if s.wh_per_1k]
+    points = [(s.wh_per_1k_mean or 0.0, s.pass_rate or 0.0) for s in rows]
     front = pareto_front(points)
     xs = _scale([p[0] for p in points], plot_left, _WIDTH - 150)
     ys = Scale(0.0, 1.0, plot_bottom, plot_top, step=0.2)
@@ -522,26 +346,25 @@ def _pareto(summaries: Sequence[ModelSummary]) -> Chart:
 
 def _temperature_key(value: Any) -> tuple[int, float]:
     """Sort key for temperatures: numbers ascending, then the missing ones."""
-    number = _number(value)
+    number = finite_or_none(value)
     return (1, 0.0) if number is None else (0, number)
 
 
 def _temperature_label(value: Any) -> str:
-    number = _number(value)
+    number = finite_or_none(value)
     return "T default" if number is None else f"T={number:g}"
 
 
 def _heatmap(records: Sequence[Mapping[str, Any]], models: Sequence[str]) -> Chart:
     """Chart 4: pass rate over distinct tests per model (rows) and temperature."""
-    cells: dict[tuple[str, tuple[int, float]], dict[str, bool]] = {}
+    groups: dict[tuple[str, tuple[int, float]], list[Mapping[str, Any]]] = {}
     labels: dict[tuple[int, float], str] = {}
     for record in records:
         temperature = record.get("temperature")
         key = _temperature_key(temperature)
         labels.setdefault(key, _temperature_label(temperature))
-        cell = cells.setdefault((_model(record), key), {})
-        test = str(record.get("test_id"))
-        cell[test] = cell.get(test, True) and record.get("outcome") in PASSING
+        groups.setdefault((model_name(record), key), []).append(record)
+    cells = {cell: verdicts_by_test(group) for cell, group in groups.items()}
     columns = sorted(labels)
     cell_w = max(56, min(110, (_WIDTH - _LEFT - 20) // max(len(columns), 1)))
     top = 34
@@ -626,8 +449,8 @@ def _sampling_text(record: Mapping[str, Any]) -> str:
         parts.append(f"run {run + 1}{verdict}")
     sampling = record.get("sampling")
     if isinstance(sampling, dict):
-        low, high = _number(sampling.get("ci_low")), _number(sampling.get("ci_high"))
-        rate = _pct(_number(sampling.get("pass_rate")))
+        low, high = finite_or_none(sampling.get("ci_low")), finite_or_none(sampling.get("ci_high"))
+        rate = _pct(finite_or_none(sampling.get("pass_rate")))
         if low is not None and high is not None:
             rate += f", CI {_fmt(low)}–{_fmt(high)}"
         early = ""
@@ -661,8 +484,10 @@ def _energy_text(energy: Mapping[str, Any]) -> str:
 def _facts_text(record: Mapping[str, Any]) -> str:
     """A line of small facts: finish reason, seed, limits, confidence, worker."""
     confidence = record.get("confidence")
-    mean_prob = _number(confidence.get("mean_prob")) if isinstance(confidence, dict) else None
-    total_s = _number(record.get("total_s"))
+    mean_prob = (
+        finite_or_none(confidence.get("mean_prob")) if isinstance(confidence, dict) else None
+    )
+    total_s = finite_or_none(record.get("total_s"))
     facts = [
         ("finish reason", record.get("finish_reason")),
         ("seed", record.get("seed")),
@@ -685,13 +510,10 @@ def _cut(text: str, limit: int) -> tuple[str, bool]:
 def _rounded(value: Any) -> float | int | None:
     """A float with 4 significant digits (smaller JSON), an int as it is, None for
     anything else (missing, NaN, infinities, text, booleans). Hot: 100k records
-    call it 600k times, hence the exact type tests."""
-    kind = type(value)
-    if kind is float:
-        return float(f"{value:.4g}") if math.isfinite(value) else None
-    if kind is int:
-        return value  # type: ignore[no-any-return]
-    number = _number(value)  # int and float subclasses
+    call it 600k times, hence the exact type test first."""
+    if type(value) is int:
+        return value
+    number = finite_or_none(value)
     return None if number is None else float(f"{number:.4g}")
 
 
@@ -727,7 +549,7 @@ def _details(
         "error": _as_text(record.get("error")),
         "failure": _as_text(record.get("failure")),
         "sampling": _sampling_text(record),
-        "energy": _energy_text(_energy(record)),
+        "energy": _energy_text(energy_of(record)),
         "facts": _facts_text(record),
     }
     entry: list[int] = []
@@ -749,16 +571,18 @@ def _table_data(
 ) -> tuple[dict[str, Any], _TableStats]:
     """The compact table data for the script, and what was cut or left out.
 
-    Texts go to failing generations first, then the others, each in record order,
+    Texts go to failing generations first (failed, errored or without a known
+    outcome, by `outcome_passed`), then the others, each in record order,
     until ``text_budget`` bytes are used.
     """
     keys, texts, stats = _Interner(), _Interner(), _TableStats()
     detail_of: dict[int, int] = {}
     details: list[list[int]] = []
     used = 0
-    failing = [i for i, r in enumerate(records) if r.get("outcome") not in PASSING]
-    passing = [i for i, r in enumerate(records) if r.get("outcome") in PASSING]
-    for index in failing + passing:
+    failed = [outcome_passed(r.get("outcome")) is False for r in records]
+    failing = [i for i, fail in enumerate(failed) if fail]
+    others = [i for i, fail in enumerate(failed) if not fail]
+    for index in failing + others:
         entry, added = _details(records[index], texts, text_limit, stats)
         if used + added > text_budget:
             break
@@ -768,13 +592,13 @@ def _table_data(
     stats.embedded = len(details)
     rows = []
     for index, record in enumerate(records):
-        energy = _energy(record)
+        energy = energy_of(record)
         run = record.get("run")
         rows.append(
             [
                 index + 1,
                 keys.index(str(record.get("test_id"))),
-                keys.index(_model(record)),
+                keys.index(model_name(record)),
                 _rounded(record.get("temperature")),
                 keys.index(str(record.get("outcome") or "unknown")),
                 run + 1 if isinstance(run, int) and not isinstance(run, bool) else None,
@@ -851,7 +675,7 @@ def _static(name: str) -> Markup:
 
 def _run_window(records: Sequence[Mapping[str, Any]]) -> str:
     """``start – end`` of the records' ``finished_at`` times, or ``–``."""
-    times = _numbers(r.get("finished_at") for r in records)
+    times = finite_values(r.get("finished_at") for r in records)
     if not times:
         return _NA
     start, end = _utc(min(times)), _utc(max(times))
@@ -877,7 +701,7 @@ def _meter_line(records: Sequence[Mapping[str, Any]], meter_setup: str | None) -
     """The meter setup line given, else the distinct energy notes of the records."""
     if meter_setup:
         return meter_setup
-    notes = _distinct(_energy(r).get("note") for r in records)
+    notes = _distinct(energy_of(r).get("note") for r in records)
     return _listing(notes, 3) if notes else "not recorded"
 
 
@@ -931,7 +755,7 @@ def render_html(
     cut to ``text_limit`` characters and at most ``text_budget`` bytes of them.
     """
     records = [r for r in records if isinstance(r, Mapping)]
-    summaries = summarize(records)
+    summaries = model_summary(records)
     charts = [
         _energy_bars(summaries),
         _wh_boxes(summaries),

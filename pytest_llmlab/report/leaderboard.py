@@ -1,7 +1,9 @@
 """A leaderboard of models: points per group of tests, speed, energy and cost.
 
 `leaderboard` scores every model over the records of a run: each test (one test id,
-so one temperature) that passed earns 1 point in its group; a skipped test counts for
+so one temperature) that passed earns 1 point in its group, by the outcome rule of
+`pytest_llmlab.report.summary` (the terminal table's and the HTML report's): a test
+with a failed or errored record scores 0, a skipped or xfailed test counts for
 nothing. Groups come from ``by``:
 
 * ``"test"``: the test function (the test id without its parametrization);
@@ -9,8 +11,8 @@ nothing. Groups come from ``by``:
 * any other name: that record field (``category``, ``suite``, ``provider``,
   ``temperature`` ...), and ``"all"`` where a record lacks it.
 
-Beside the points each row has the total, the mean ``tokens_per_s`` and mean
-``energy.wh_per_1k`` over the model's generations, and the summed cost
+Beside the points each row has the total, the mean ``tokens_per_s`` over the model's
+generations, its mean ``energy.wh_per_1k`` (`model_summary`'s), and the summed cost
 (`prices.generation_cost`; None when no generation could be priced). Rows are ranked by
 total points (most first), then Wh/1k (least first, unknown last), then name.
 
@@ -29,8 +31,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_llmlab.report.compare import outcome_passed
-from pytest_llmlab.report.prices import Price, _number, generation_cost
+from pytest_llmlab.report.prices import Price, generation_cost
+from pytest_llmlab.report.summary import (
+    finite_values,
+    model_name,
+    model_summary,
+    verdicts_by_test,
+)
 
 __all__ = ["FORMATS", "LeaderboardRow", "format_leaderboard", "group_of", "leaderboard"]
 
@@ -85,10 +92,6 @@ def group_of(record: Mapping[str, Any], by: str) -> str:
     return str(value)
 
 
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
 def leaderboard(
     records: Sequence[Mapping[str, Any]],
     by: str = "category",
@@ -98,40 +101,30 @@ def leaderboard(
 ) -> list[LeaderboardRow]:
     """One `LeaderboardRow` per model, best first."""
     table = prices or {}
-    models: dict[str, dict[str, list[float]]] = {}
-    tests: dict[str, dict[str, tuple[str, Any]]] = {}  # model -> test id -> (group, outcome)
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
-        model = str(record.get("model"))
-        columns = models.setdefault(model, {"tps": [], "wh": [], "cost": []})
-        outcomes = tests.setdefault(model, {})
-        outcomes[str(record.get("test_id"))] = (group_of(record, by), record.get("outcome"))
-        energy = record.get("energy")
-        energy = energy if isinstance(energy, dict) else {}
-        for column, value in (
-            ("tps", _number(record.get("tokens_per_s"))),
-            ("wh", _number(energy.get("wh_per_1k"))),
-            ("cost", generation_cost(record, table, kwh_price)[0]),
-        ):
-            if value is not None:
-                columns[column].append(value)
+        groups.setdefault(model_name(record), []).append(record)
     rows = []
-    for model, columns in models.items():
+    for summary in model_summary(records):
+        group = groups[summary.model]
+        test_groups = {str(r.get("test_id")): group_of(r, by) for r in group}
         points: dict[str, int] = {}
         counted: dict[str, int] = {}
-        for group, outcome in tests[model].values():
-            passed = outcome_passed(outcome)
-            if passed is None:
-                continue
-            points[group] = points.get(group, 0) + passed
-            counted[group] = counted.get(group, 0) + 1
+        for test, passed in verdicts_by_test(group).items():
+            name = test_groups[test]
+            points[name] = points.get(name, 0) + passed
+            counted[name] = counted.get(name, 0) + 1
+        rates = finite_values(r.get("tokens_per_s") for r in group)
+        costs = [generation_cost(r, table, kwh_price)[0] for r in group]
+        priced = [c for c in costs if c is not None]
         rows.append(
             LeaderboardRow(
-                model=model,
+                model=summary.model,
                 points=dict(sorted(points.items())),
                 tests=dict(sorted(counted.items())),
-                tokens_per_s=_mean(columns["tps"]),
-                wh_per_1k=_mean(columns["wh"]),
-                cost=sum(columns["cost"]) if columns["cost"] else None,
+                tokens_per_s=statistics.fmean(rates) if rates else None,
+                wh_per_1k=summary.wh_per_1k_mean,
+                cost=sum(priced) if priced else None,
             )
         )
     inf = float("inf")

@@ -20,14 +20,15 @@ user's own currency, so do not mix the two in one report without converting.
 from __future__ import annotations
 
 import functools
-import math
 import re
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
-from pytest_llmlab.models.spec import split_list
+from pytest_llmlab.option_values import Price, parse_prices_option, price_number
+from pytest_llmlab.report.summary import energy_of
+from pytest_llmlab.stats import finite_or_none
 
 __all__ = [
     "PRICES_PUBLISHED",
@@ -47,27 +48,6 @@ CostSource = Literal["tokens", "energy", "recorded", "none"]
 _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
 
 
-class Price(NamedTuple):
-    """Price per million tokens: ``input`` (prompt) and ``output`` (completion)."""
-
-    input: float
-    output: float
-
-
-def _number(value: Any) -> float | None:
-    """A finite int or float as a float; None for anything else (bools included)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _check_price(where: str, value: Any) -> float:
-    number = _number(value)
-    if number is None or number < 0:
-        raise ValueError(f"{where}: {value!r} is not a finite number >= 0")
-    return number
-
-
 def _read_table(text: str) -> tuple[str, dict[str, Price]]:
     """The publication date and ``{model: Price}`` of a prices TOML document."""
     data = tomllib.loads(text)
@@ -83,7 +63,7 @@ def _read_table(text: str) -> tuple[str, dict[str, Price]]:
             if model in table:
                 raise ValueError(f"{where}: listed twice")
             table[model] = Price(
-                _check_price(where, entry["input"]), _check_price(where, entry["output"])
+                price_number(where, entry["input"]), price_number(where, entry["output"])
             )
     return published, table
 
@@ -113,32 +93,6 @@ def load_prices(extra: Mapping[str, Price | tuple[float, float]] | None = None) 
     return prices
 
 
-def parse_prices_option(text: str) -> dict[str, Price]:
-    """Parse ``"model=in/out,model2=in/out"`` (USD per million tokens) into a table.
-
-    Items are separated by commas or newlines; a model may carry its provider
-    (``openai:gpt-4o=2.5/10``). A malformed item is a ValueError naming it.
-    """
-    table: dict[str, Price] = {}
-    for item in split_list(text):
-        model, sep, pair = item.rpartition("=")
-        inp, slash, out = pair.partition("/")
-        if not sep or not slash or not model.strip():
-            raise ValueError(
-                f"price {item!r} is not MODEL=INPUT/OUTPUT (USD per million tokens, "
-                "such as gpt-4o=2.5/10)"
-            )
-        numbers: list[float] = []
-        for part in (inp, out):
-            try:
-                number = float(part)
-            except ValueError:
-                raise ValueError(f"price {item!r}: {part.strip()!r} is not a number") from None
-            numbers.append(_check_price(f"price {item!r}", number))
-        table[model.strip()] = Price(numbers[0], numbers[1])
-    return table
-
-
 def find_price(prices: Mapping[str, Price], *names: str | None) -> tuple[str, Price] | None:
     """The first of ``names`` with a price, as ``(key, price)``.
 
@@ -163,17 +117,16 @@ def generation_cost(
     """``(cost, source)`` of one record; see the module docstring for the order."""
     found = find_price(prices, record.get("spec"), record.get("model"))
     if found is not None:
-        prompt = _number(record.get("prompt_tokens"))
-        completion = _number(record.get("completion_tokens"))
+        prompt = finite_or_none(record.get("prompt_tokens"))
+        completion = finite_or_none(record.get("completion_tokens"))
         if prompt is not None and completion is not None:
             price = found[1]
             return (prompt * price.input + completion * price.output) / 1e6, "tokens"
-    energy = record.get("energy")
-    energy = energy if isinstance(energy, dict) else {}
-    wh = _number(energy.get("wh"))
+    energy = energy_of(record)
+    wh = finite_or_none(energy.get("wh"))
     if kwh_price is not None and wh is not None:
         return wh / 1000.0 * kwh_price, "energy"
-    recorded = _number(energy.get("cost"))
+    recorded = finite_or_none(energy.get("cost"))
     if recorded is not None:
         return recorded, "recorded"
     return None, "none"

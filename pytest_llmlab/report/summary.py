@@ -1,285 +1,292 @@
-"""Short summaries of a run: the terminal table, GitHub's job summary, JUnit properties.
+"""One summary per model, and the one rule for whether a test passed.
 
-* `terminal_table`: one aligned line per model (and a header), like pytest-benchmark's
-  table: generations, pass rate, Wh per 1000 output tokens (mean ± half its 95 %
-  confidence interval), decode tokens/s, median time to first token, provenance.
-* `github_markdown` and `append_github_summary`: the same as a Markdown table for
-  ``$GITHUB_STEP_SUMMARY`` (appended only when that variable is set).
-* `junit_properties`: a few short ``(name, value)`` strings of a test's records for
-  ``user_properties``, which pytest's JUnit XML writes as ``<property>`` elements.
+Every report counts tests and summarises models here, so they agree: the terminal
+table and GitHub's job summary (`pytest_llmlab.report.terminal`), ``report.html``, the
+leaderboard and ``llmlab compare``.
 
-Model names and notes are untrusted text (a spec, an alias, a server's model id): the
-terminal gets them without control characters (no escape sequences, no line breaks),
-the Markdown with ``|``, ``\\``, emphasis characters, line breaks and ``<``, ``>``,
-``&`` escaped.
+**Outcomes**, as pytest counts them (`outcome_passed`): a record whose ``outcome`` is
+``passed`` or ``xpassed`` (`PASSING`) passed; ``skipped``, ``xfailed`` (pytest reports
+an expected failure as a skip) and ``deselected`` (`NOT_COUNTED`) are not counted;
+``failed``, ``error``, and a missing or unknown outcome failed. A test (one
+``test_id``) with several records failed when any record failed, else passed when any
+record passed, and is not counted when none of them is (`verdict_of_test`,
+`verdicts_by_test`). The records of a repeated test carry the test's decided outcome;
+``run_passed`` belongs to one run and plays no part in the verdict.
+
+**Models** (`model_summary`): one `ModelRow` per model (its display name,
+``record["model"]``, in first-seen order) with the generations, the pass rate over its
+counted tests, Wh per 1000 output tokens (mean, 95 % confidence interval, quartiles),
+total Wh, decode speed, time to first token, cost, carbon and where the energy figures
+come from (`provenance_mix`).
+
+**Intervals** of the mean Wh/1k, all by `pytest_llmlab.stats.describe`
+(`mean_interval`): a seeded bootstrap for models with up to `BOOTSTRAP_MAX_N`
+readings, sharing `BOOTSTRAP_DRAWS` (resamples x values) among the models of one
+summary (`interval_plan`); above it the normal interval ``mean ± 1.96·s/√n``, which the
+bootstrap interval of a mean approaches for large n, so the cost stays bounded.
+
+Pure Python: loading this module does not import pandas.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_llmlab.energy.reading import PROVENANCE_ORDER
-from pytest_llmlab.report.table import ModelRow
+from pytest_llmlab.stats import MetricStats, describe, finite_or_none, percentile
 
 __all__ = [
-    "GITHUB_SUMMARY_ENV",
-    "append_github_summary",
-    "github_markdown",
-    "junit_properties",
-    "markdown_text",
-    "terminal_table",
+    "BOOTSTRAP_DRAWS",
+    "BOOTSTRAP_MAX_N",
+    "CONFIDENCE",
+    "NOT_COUNTED",
+    "PASSING",
+    "ModelRow",
+    "energy_of",
+    "finite_values",
+    "interval_plan",
+    "mean_interval",
+    "model_name",
+    "model_summary",
+    "outcome_passed",
+    "provenance_mix",
+    "verdict_of_test",
+    "verdicts_by_test",
 ]
 
-#: The variable GitHub Actions sets to the job summary file of the current step.
-GITHUB_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+#: Outcomes of a test that passed.
+PASSING = frozenset({"passed", "xpassed"})
+#: Outcomes of a test that is not counted: neither passed nor failed.
+NOT_COUNTED = frozenset({"skipped", "xfailed", "deselected"})
 
-_NA = "n/a"
-_MAX_NAME = 100  # characters of a model name in a JUnit property
+#: Above this many readings a model's Wh/1k interval is the normal approximation.
+BOOTSTRAP_MAX_N = 2000
+#: Bootstrap draws (resamples x values) shared by all models of one summary.
+BOOTSTRAP_DRAWS = 2_000_000
+#: The confidence of the Wh/1k intervals.
+CONFIDENCE = 0.95
+_MIN_RESAMPLES = 200
+_MAX_RESAMPLES = 2000
+_Z = statistics.NormalDist().inv_cdf((1 + CONFIDENCE) / 2)  # 1.959963984540054
 
-
-# --------------------------------------------------------------------------- formats
-
-
-def _number(value: float, digits: int = 3) -> str:
-    """``digits`` significant digits, without an exponent for large values."""
-    if abs(value) >= 10**digits:
-        return f"{value:.0f}"
-    return f"{value:.{digits}g}"
-
-
-def _plain(text: str) -> str:
-    """``text`` without control characters (each becomes ``?``): one terminal line."""
-    return "".join(c if c.isprintable() else "?" for c in text)
+_EMPTY: Mapping[str, Any] = {}
 
 
-def _pass_rate(row: ModelRow) -> str:
-    if row.pass_rate is None:
-        return _NA
-    return f"{row.pass_rate:.0%} ({row.passed}/{row.tests})"
+# --------------------------------------------------------------------------- outcomes
 
 
-def _wh_per_1k(row: ModelRow) -> str:
-    """``mean ± half-CI``; the mean alone for a single value (no interval)."""
-    if row.wh_per_1k_mean is None:
-        return _NA
-    half = row.wh_per_1k_half_ci
-    if row.wh_per_1k_n < 2 or half is None:
-        return _number(row.wh_per_1k_mean)
-    return f"{_number(row.wh_per_1k_mean)} ± {_number(half, 2)}"
+def outcome_passed(outcome: object) -> bool | None:
+    """True for a `PASSING` outcome, None for a `NOT_COUNTED` one, False for any
+    other (``failed``, ``error``, None, an unknown value)."""
+    if isinstance(outcome, str):
+        if outcome in PASSING:
+            return True
+        if outcome in NOT_COUNTED:
+            return None
+    return False
 
 
-def _tokens_per_s(value: float | None) -> str:
-    return _NA if value is None else f"{value:.1f}"
+def verdict_of_test(outcomes: Iterable[object]) -> bool | None:
+    """The verdict of one test from the outcomes of its records: False when any
+    record failed, else True when any passed, else None (not counted)."""
+    verdict: bool | None = None
+    for outcome in outcomes:
+        passed = outcome_passed(outcome)
+        if passed is False:
+            return False
+        if passed:
+            verdict = True
+    return verdict
 
 
-def _seconds(value: float | None) -> str:
-    return _NA if value is None else f"{_number(value)} s"
+def verdicts_by_test(records: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
+    """Test id -> whether the test passed (`verdict_of_test` of its records' outcomes),
+    in first-seen order; tests that are not counted are absent."""
+    outcomes: dict[str, list[object]] = {}
+    for record in records:
+        outcomes.setdefault(str(record.get("test_id")), []).append(record.get("outcome"))
+    verdicts = {test: verdict_of_test(seen) for test, seen in outcomes.items()}
+    return {test: verdict for test, verdict in verdicts.items() if verdict is not None}
 
 
-# --------------------------------------------------------------------------- terminal
-
-_HEADER = ("model", "n", "pass rate", "Wh/1k", "tok/s", "TTFT p50", "provenance")
-_RIGHT = (False, True, True, True, True, True, False)
+# --------------------------------------------------------------------------- fields
 
 
-def terminal_table(rows: Sequence[ModelRow]) -> list[str]:
-    """A header line and one line per model, columns aligned to their widest cell.
+def model_name(record: Mapping[str, Any]) -> str:
+    """The model's display name, ``"?"`` when a record has none."""
+    model = record.get("model")
+    return "?" if model is None else str(model)
 
-    Text columns (model, provenance) are left-aligned and numbers right-aligned, two
-    spaces apart; lines carry no trailing spaces. No rows give no lines.
+
+def energy_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The record's energy reading, or an empty mapping (None or not a dict)."""
+    energy = record.get("energy")
+    return energy if isinstance(energy, Mapping) else _EMPTY
+
+
+def finite_values(values: Iterable[object]) -> list[float]:
+    """The finite numbers among ``values`` (`finite_or_none`), as floats."""
+    return [v for v in map(finite_or_none, values) if v is not None]
+
+
+def provenance_mix(records: Iterable[Mapping[str, Any]]) -> str:
+    """``"estimated"`` when every reading has one provenance, else counts from the
+    strongest provenance to the weakest: ``"measured 8, estimated 2"``. A record
+    without an energy reading counts as ``unavailable``."""
+    counts: dict[str, int] = {}
+    for record in records:
+        name = str(energy_of(record).get("provenance") or "unavailable")
+        counts[name] = counts.get(name, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    rank = {str(p): i for i, p in enumerate(PROVENANCE_ORDER)}
+    ordered = sorted(counts, key=lambda p: rank.get(p, len(rank)))  # stable: seen order
+    return ", ".join(f"{p} {counts[p]}" for p in ordered)
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def interval_plan(sizes: Mapping[str, int]) -> dict[str, int]:
+    """Bootstrap resamples per model from its number of readings (0: the normal
+    interval).
+
+    Models above `BOOTSTRAP_MAX_N` readings use the normal interval; the others share
+    `BOOTSTRAP_DRAWS` (resamples x values), each getting the same number of resamples
+    between 200 and 2000. Should even 200 be too many, the largest models move to the
+    normal interval until the rest fit, so the cost stays bounded for any input.
     """
-    if not rows:
-        return []
-    cells = [_HEADER] + [
-        (
-            _plain(row.model),
-            str(row.n),
-            _pass_rate(row),
-            _wh_per_1k(row),
-            _tokens_per_s(row.decode_tokens_per_s),
-            _seconds(row.ttft_p50_s),
-            _plain(row.provenance),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_HEADER))]
-    return [
-        "  ".join(
-            cell.rjust(width) if right else cell.ljust(width)
-            for cell, width, right in zip(line, widths, _RIGHT, strict=True)
-        ).rstrip()
-        for line in cells
-    ]
+    boot = {m for m, n in sizes.items() if 1 < n <= BOOTSTRAP_MAX_N}
+    total = sum(sizes[m] for m in boot)
+    for model in sorted(boot, key=lambda m: (-sizes[m], m)):
+        if total * _MIN_RESAMPLES <= BOOTSTRAP_DRAWS:
+            break
+        boot.discard(model)
+        total -= sizes[model]
+    resamples = max(_MIN_RESAMPLES, min(_MAX_RESAMPLES, BOOTSTRAP_DRAWS // max(total, 1)))
+    return {m: (resamples if m in boot or n <= 1 else 0) for m, n in sizes.items()}
 
 
-# --------------------------------------------------------------------------- markdown
+def mean_interval(values: Sequence[float], resamples: int) -> MetricStats:
+    """`describe` of ``values`` at `CONFIDENCE` with ``resamples`` bootstrap
+    resamples; with ``resamples`` 0 the same statistics with the normal interval of
+    the mean, ``mean ± z·s/√n``, instead (for large samples)."""
+    if resamples:
+        return describe(values, confidence=CONFIDENCE, resamples=resamples)
+    stats = describe(values, confidence=CONFIDENCE, resamples=1)
+    half = _Z * stats.std / math.sqrt(stats.n)
+    return dataclasses.replace(stats, ci_low=stats.mean - half, ci_high=stats.mean + half)
 
-_MARKDOWN_PUNCTUATION = "\\`*_[]~|"
-_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+# --------------------------------------------------------------------------- models
 
 
-def markdown_text(text: str) -> str:
-    """``text`` safe inside a Markdown table cell: one line, nothing interpreted.
+@dataclass(frozen=True, slots=True)
+class ModelRow:
+    """The summary of one model's records (see `model_summary`).
 
-    Line breaks and other control characters become spaces; ``\\ ` * _ [ ] ~ |`` get a
-    backslash (a ``|`` would end the cell); ``& < >`` become HTML entities (no tag, no
-    entity of the model's making reaches the page).
+    ``n`` counts generations (records), ``tests`` the counted tests (distinct test
+    ids, see `verdicts_by_test`) and ``passed`` those that passed. ``wh_per_1k_*``
+    summarise the ``wh_per_1k_n`` generations with an energy figure (None without
+    any): the mean and its 95 % interval (`mean_interval`, with
+    ``wh_per_1k_resamples`` bootstrap resamples, 0 for the normal interval), the
+    quartiles, and every `MetricStats` figure in ``wh_per_1k_stats``. ``total_wh``
+    sums ``wh`` over the ``wh_n`` readings that have it. ``decode_tokens_per_s`` is a
+    median, ``ttft_p50_s`` and ``ttft_p95_s`` percentiles with linear interpolation;
+    ``cost`` and ``gco2e`` are sums over the readings that have them. ``provenance``
+    is `provenance_mix`.
     """
-    out: list[str] = []
-    for char in text:
-        if not char.isprintable():
-            out.append(" ")
-        elif char in _MARKDOWN_PUNCTUATION:
-            out.append("\\" + char)
-        else:
-            out.append(_HTML.get(char, char))
-    return "".join(out)
+
+    model: str
+    temperatures: tuple[float, ...]
+    n: int
+    tests: int
+    passed: int
+    wh_per_1k_n: int
+    wh_per_1k_mean: float | None
+    wh_per_1k_ci_low: float | None
+    wh_per_1k_ci_high: float | None
+    decode_tokens_per_s: float | None
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    cost: float | None
+    gco2e: float | None
+    provenance: str
+    wh_per_1k_stats: MetricStats | None = None
+    wh_per_1k_q1: float | None = None
+    wh_per_1k_q3: float | None = None
+    wh_per_1k_resamples: int = 0
+    total_wh: float | None = None
+    wh_n: int = 0
+
+    @property
+    def pass_rate(self) -> float | None:
+        """``passed / tests``; None without counted tests."""
+        return self.passed / self.tests if self.tests else None
+
+    @property
+    def wh_per_1k_half_ci(self) -> float | None:
+        """Half the width of the Wh/1k confidence interval (the ``±`` of the tables)."""
+        if self.wh_per_1k_ci_low is None or self.wh_per_1k_ci_high is None:
+            return None
+        return (self.wh_per_1k_ci_high - self.wh_per_1k_ci_low) / 2.0
+
+    @property
+    def ci_method(self) -> str:
+        """``"bootstrap"`` or ``"normal"``: how the Wh/1k interval was computed."""
+        return "bootstrap" if self.wh_per_1k_resamples else "normal"
 
 
-_MD_HEADER = (
-    "model",
-    "generations",
-    "tests passed",
-    "Wh/1k (95% CI)",
-    "decode tok/s",
-    "TTFT p50",
-    "TTFT p95",
-    "cost",
-    "provenance",
-)
-_MD_ALIGN = (":---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", ":---")
-
-
-def _md_wh(row: ModelRow) -> str:
-    if row.wh_per_1k_mean is None:
-        return _NA
-    low, high = row.wh_per_1k_ci_low, row.wh_per_1k_ci_high
-    if row.wh_per_1k_n < 2 or low is None or high is None:
-        return _number(row.wh_per_1k_mean)
-    return f"{_number(row.wh_per_1k_mean)} ({_number(low)}–{_number(high)})"
-
-
-def _md_cost(value: float | None) -> str:
-    return _NA if value is None else f"{value:.4g}"
-
-
-def github_markdown(rows: Sequence[ModelRow], *, title: str) -> str:
-    """A Markdown section: ``### title`` and a table with one row per model.
-
-    Every text cell (and the title) goes through `markdown_text`; numbers are
-    formatted here. Ends with a newline.
-    """
-    lines = [f"### {markdown_text(title)}", ""]
-    if not rows:
-        lines.append("No generations were recorded.")
-        return "\n".join(lines) + "\n"
-    lines.append("| " + " | ".join(_MD_HEADER) + " |")
-    lines.append("| " + " | ".join(_MD_ALIGN) + " |")
-    for row in rows:
-        cells = (
-            markdown_text(row.model),
-            str(row.n),
-            _pass_rate(row),
-            _md_wh(row),
-            _tokens_per_s(row.decode_tokens_per_s),
-            _seconds(row.ttft_p50_s),
-            _seconds(row.ttft_p95_s),
-            _md_cost(row.cost),
-            markdown_text(row.provenance),
-        )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def append_github_summary(
-    rows: Sequence[ModelRow],
-    env: Mapping[str, str] = os.environ,
-    *,
-    title: str = "pytest-llmlab",
-) -> Path | None:
-    """Append `github_markdown` to the file named by ``$GITHUB_STEP_SUMMARY``.
-
-    Returns the file, or None (nothing written) when the variable is unset or empty or
-    there are no rows. An unwritable file raises OSError.
-    """
-    name = env.get(GITHUB_SUMMARY_ENV)
-    if not name or not rows:
-        return None
-    path = Path(name)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(github_markdown(rows, title=title) + "\n")
-    return path
-
-
-# --------------------------------------------------------------------------- JUnit
-
-
-def _finite(value: Any) -> float | None:
-    """A finite float, or None for anything else (missing, NaN, text, huge integers)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _mean(values: list[float]) -> float | None:
-    return math.fsum(values) / len(values) if values else None
-
-
-def junit_properties(
-    records: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-) -> list[tuple[str, str]]:
-    """Short string properties of a test's generations for JUnit XML.
-
-    ``records`` is one record or the records of one test (its repeated runs); numbers
-    are means over those that have them:
-
-    * ``llm_model``: the display name (of the first record), at most 100 characters,
-      without control characters;
-    * ``llm_temperature``: ``0.7``;
-    * ``llm_wh_per_1k``: Wh per 1000 output tokens, 4 significant digits;
-    * ``llm_tokens_per_s``: decode tokens/s, one decimal;
-    * ``llm_provenance``: the weakest provenance of the readings (``unavailable``
-      without any);
-    * ``llm_generations``: how many records.
-
-    A number no record has is an empty string. No records give no properties.
-    """
-    group = [records] if isinstance(records, Mapping) else list(records)
-    if not group:
-        return []
-    first = group[0]
-    model = _plain(str(first.get("model") or ""))
-    if len(model) > _MAX_NAME:
-        model = model[: _MAX_NAME - 1] + "…"
-    energies = [e if isinstance(e, Mapping) else {} for e in (r.get("energy") for r in group)]
-    temperature = _finite(first.get("temperature"))
-    wh = _mean([v for v in (_finite(e.get("wh_per_1k")) for e in energies) if v is not None])
-    decode = _mean(
-        [v for v in (_finite(r.get("decode_tokens_per_s")) for r in group) if v is not None]
+def _summarise(
+    model: str, records: list[Mapping[str, Any]], wh_per_1k: list[float], resamples: int
+) -> ModelRow:
+    verdicts = verdicts_by_test(records)
+    energies = [energy_of(r) for r in records]
+    temperatures = dict.fromkeys(finite_values(r.get("temperature") for r in records))
+    stats = mean_interval(wh_per_1k, resamples) if wh_per_1k else None
+    ordered = sorted(wh_per_1k)
+    wh = finite_values(e.get("wh") for e in energies)
+    decode = finite_values(r.get("decode_tokens_per_s") for r in records)
+    ttft = sorted(finite_values(r.get("ttft_s") for r in records))
+    costs = finite_values(e.get("cost") for e in energies)
+    carbon = finite_values(e.get("gco2e") for e in energies)
+    return ModelRow(
+        model=model,
+        temperatures=tuple(temperatures),
+        n=len(records),
+        tests=len(verdicts),
+        passed=sum(verdicts.values()),
+        wh_per_1k_n=len(wh_per_1k),
+        wh_per_1k_mean=None if stats is None else stats.mean,
+        wh_per_1k_ci_low=None if stats is None else stats.ci_low,
+        wh_per_1k_ci_high=None if stats is None else stats.ci_high,
+        decode_tokens_per_s=statistics.median(decode) if decode else None,
+        ttft_p50_s=percentile(ttft, 50.0) if ttft else None,
+        ttft_p95_s=percentile(ttft, 95.0) if ttft else None,
+        cost=math.fsum(costs) if costs else None,
+        gco2e=math.fsum(carbon) if carbon else None,
+        provenance=provenance_mix(records),
+        wh_per_1k_stats=stats,
+        wh_per_1k_q1=percentile(ordered, 25.0) if ordered else None,
+        wh_per_1k_q3=percentile(ordered, 75.0) if ordered else None,
+        wh_per_1k_resamples=resamples if stats is not None else 0,
+        total_wh=math.fsum(wh) if wh else None,
+        wh_n=len(wh),
     )
-    provenances = [str(e["provenance"]) for e in energies if e.get("provenance")]
-    weakest = max(provenances, key=_weakness) if provenances else "unavailable"
-    return [
-        ("llm_model", model),
-        ("llm_temperature", "" if temperature is None else f"{temperature:g}"),
-        ("llm_wh_per_1k", "" if wh is None else f"{wh:.4g}"),
-        ("llm_tokens_per_s", "" if decode is None else f"{decode:.1f}"),
-        ("llm_provenance", _plain(weakest)[:40]),
-        ("llm_generations", str(len(group))),
-    ]
 
 
-def _weakness(provenance: str) -> int:
-    """Rank in `PROVENANCE_ORDER` (higher is weaker); an unknown name is weakest."""
-    try:
-        return PROVENANCE_ORDER.index(provenance)
-    except ValueError:
-        return len(PROVENANCE_ORDER)
+def model_summary(records: Iterable[Mapping[str, Any]]) -> list[ModelRow]:
+    """One `ModelRow` per model (`model_name`), in the order the models first
+    appear. Records that are not mappings are ignored."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        if isinstance(record, Mapping):
+            groups.setdefault(model_name(record), []).append(record)
+    wh = {m: finite_values(energy_of(r).get("wh_per_1k") for r in g) for m, g in groups.items()}
+    plan = interval_plan({m: len(values) for m, values in wh.items()})
+    return [_summarise(m, g, wh[m], plan[m]) for m, g in groups.items()]

@@ -6,12 +6,18 @@ import json
 
 import pytest
 
-from pytest_llmlab.sampling import RunOutcome, SamplingPlan, parse_pass_rule, run_repeated
+from pytest_llmlab.option_values import parse_pass_rule
+from pytest_llmlab.repeat import RepeatPlan, RunOutcome, run_repeated
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("rate", ("rate", 1)), ("Wilson", ("wilson", 1)), ("pass@3", ("pass@k", 3)), ("pass^2", ("pass^k", 2))],
+    [
+        ("rate", ("rate", 1)),
+        ("Wilson", ("wilson", 1)),
+        ("pass@3", ("pass@k", 3)),
+        ("pass^2", ("pass^k", 2)),
+    ],
 )
 def test_parse_pass_rule(raw: str, expected: tuple[str, int]) -> None:
     assert parse_pass_rule(raw) == expected
@@ -24,7 +30,7 @@ def test_bad_pass_rule(raw: str) -> None:
 
 
 def test_rate_rule_stops_once_decided() -> None:
-    plan = SamplingPlan(runs=10, pass_rate=0.8)
+    plan = RepeatPlan(runs=10, pass_rate=0.8)
     pattern = [True, False, False, False, True, True]
     result = run_repeated(plan, lambda i: RunOutcome(pattern[i], None if pattern[i] else "no"))
     # Three failures of ten: at most 7/10 can pass now, below 0.8.
@@ -34,7 +40,7 @@ def test_rate_rule_stops_once_decided() -> None:
 
 
 def test_early_stop_can_be_turned_off() -> None:
-    plan = SamplingPlan(runs=10, pass_rate=0.8, early_stop=False)
+    plan = RepeatPlan(runs=10, pass_rate=0.8, early_stop=False)
     result = run_repeated(plan, lambda i: RunOutcome(i % 2 == 0))
     assert result.n == 10 and not result.stopped_early
     assert result.passed == 5 and not result.ok
@@ -42,9 +48,9 @@ def test_early_stop_can_be_turned_off() -> None:
 
 def test_wilson_is_stricter_than_the_rate() -> None:
     nine_of_ten = [True] * 9 + [False]
-    rate = run_repeated(SamplingPlan(runs=10, pass_rate=0.8, early_stop=False),
+    rate = run_repeated(RepeatPlan(runs=10, pass_rate=0.8, early_stop=False),
                         lambda i: RunOutcome(nine_of_ten[i]))  # fmt: skip
-    wilson = run_repeated(SamplingPlan(runs=10, pass_rate=0.8, rule="wilson", early_stop=False),
+    wilson = run_repeated(RepeatPlan(runs=10, pass_rate=0.8, rule="wilson", early_stop=False),
                           lambda i: RunOutcome(nine_of_ten[i]))  # fmt: skip
     assert rate.ok  # 90% >= 80%
     assert not wilson.ok  # the 95% Wilson lower bound of 9/10 is 0.596
@@ -52,7 +58,7 @@ def test_wilson_is_stricter_than_the_rate() -> None:
 
 
 def test_pass_at_k_rule() -> None:
-    plan = SamplingPlan(runs=5, pass_rate=0.9, rule="pass@k", k=3, early_stop=False)
+    plan = RepeatPlan(runs=5, pass_rate=0.9, rule="pass@k", k=3, early_stop=False)
     two_of_five = run_repeated(plan, lambda i: RunOutcome(i < 2))
     # pass@3 = 1 - C(3,3)/C(5,3) = 0.9
     assert two_of_five.ok
@@ -80,7 +86,9 @@ def test_repeated_test_passes_when_the_rate_is_met(pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines(["*test_every_other?vllm:m-T0? PASSED 5/10*"])
 
 
-def test_repeated_test_fails_with_the_summary_and_the_failed_runs(pytester: pytest.Pytester) -> None:
+def test_repeated_test_fails_with_the_summary_and_the_failed_runs(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(FLAKY.format(rate=0.8, extra=""))
     result = pytester.runpytest("--llm-models=vllm:m")
     result.assert_outcomes(failed=1)

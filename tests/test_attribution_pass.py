@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from pytest_llmlab.energy.apportion import apportion_records
 from pytest_llmlab.energy.base import Window
+from pytest_llmlab.report.attribution_pass import attribute_records
 
 
 def record(window_id: str, t0: int, t1: int, c0: float, c1: float, *, provenance: str = "measured",
-           tokens: int = 10, process: str = "h:1") -> dict:  # fmt: skip
+           tokens: int = 10, process: str = "h:1") -> dict[str, Any]:  # fmt: skip
     joules = c1 - c0
     window = Window(
         window_id=window_id, host="h", process=process, domain="package-0",
@@ -49,7 +50,7 @@ def test_overlapping_measured_windows_are_apportioned() -> None:
     b = record("b", 1_000_000_000, 3_000_000_000, 100.0, 300.0, process="h:2")
     c = record("c", 3_500_000_000, 4_000_000_000, 350.0, 400.0)
     records = [a, b, c]
-    assert apportion_records(records) == 2
+    assert attribute_records(records) == 2
     ea, eb, ec = (r["energy"] for r in records)
     # The shared second (100 J) is split evenly (no token segments): 150 J each.
     assert ea["joules"] == pytest.approx(150.0) and eb["joules"] == pytest.approx(150.0)
@@ -71,7 +72,7 @@ def test_estimates_stay_estimated_when_apportioned() -> None:
         record("a", 0, 10, 0.0, 10.0, provenance="estimated"),
         record("b", 0, 10, 0.0, 10.0, provenance="estimated", process="h:2"),
     ]
-    assert apportion_records(records) == 2
+    assert attribute_records(records) == 2
     assert [r["energy"]["joules"] for r in records] == [pytest.approx(5.0)] * 2
     assert {r["energy"]["provenance"] for r in records} == {"estimated"}
     assert not records[0]["energy"]["measured"]
@@ -83,12 +84,12 @@ def test_per_process_counters_never_share_across_processes() -> None:
         record("a", 0, 10, 0.0, 10.0, provenance="integrated", process="h:1"),
         record("b", 0, 10, 500.0, 510.0, provenance="integrated", process="h:2"),
     ]
-    assert apportion_records(records) == 0
+    assert attribute_records(records) == 0
     assert [r["energy"]["joules"] for r in records] == [10.0, 10.0]
 
 
 def test_records_without_energy_are_ignored() -> None:
-    assert apportion_records([{"energy": None}, {"test_id": "x"}]) == 0
+    assert attribute_records([{"energy": None}, {"test_id": "x"}]) == 0
 
 
 CONFTEST = '''

@@ -1,16 +1,19 @@
-"""Rewrite records' energy after attribution over every window of the session.
+"""The session-end attribution pass: rewrite records' energy with their shares.
+
+The algorithm is `pytest_llmlab.energy.attribution.attribute` (pure, over windows);
+this module applies it to the records of a session.
 
 A generation's reading is the gross energy of its own window: all its meters saw. When
 generations overlap on one host (xdist workers on one machine), gross readings count
 the shared energy more than once. At session end the controller holds every record of
-every worker; `apportion_records` runs `attribute` over all their windows and rewrites
+every worker; `attribute_records` runs `attribute` over all their windows and rewrites
 each affected reading with its share. Shared measured components become
 ``measured-apportioned``; an estimate stays ``estimated``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +21,7 @@ from pytest_llmlab.energy.attribution import Attributed, attribute
 from pytest_llmlab.energy.base import Window
 from pytest_llmlab.energy.reading import PROVENANCE_ORDER, weakest
 
-__all__ = ["apportion_records"]
+__all__ = ["attribute_records"]
 
 _KINDS = ("cpu", "dram", "gpu")
 
@@ -31,7 +34,7 @@ def _comparable(window: Window) -> Window:
     return window
 
 
-def _windows(records: Sequence[dict[str, Any]]) -> list[Window]:
+def _windows(records: Sequence[Mapping[str, Any]]) -> list[Window]:
     windows: list[Window] = []
     for record in records:
         energy = record.get("energy")
@@ -80,7 +83,7 @@ def _rewrite(energy: dict[str, Any], results: dict[str, Attributed]) -> None:
         energy["net_joules"] = total - energy["baseline_w"] * duration
 
 
-def apportion_records(records: Sequence[dict[str, Any]]) -> int:
+def attribute_records(records: Sequence[Mapping[str, Any]]) -> int:
     """Attribute over all records' windows; rewrite shared readings in place.
 
     Returns how many records changed. Records whose windows overlap nothing keep their

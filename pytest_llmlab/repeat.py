@@ -1,4 +1,4 @@
-"""Repeated sampling: run a test body N times and decide by its pass rate.
+"""Repeated runs: run a test body N times and decide by its pass rate.
 
 ``@pytest.mark.llm(runs=10, pass_rate=0.8)`` (or ``--llm-runs`` / ``--llm-pass-rate``)
 runs the body ten times with fresh generations. The rule decides what "the pass rate is
@@ -14,37 +14,47 @@ met" means:
 
 With early stopping (default) the runs stop as soon as the verdict can no longer
 change whatever the remaining runs give.
+
+`repeat_plan` reads the plan from the marker and the session's options;
+`run_test_body` runs an LLM test's body under it: each run collects its soft
+`expect` checks, and a failed assertion, ``pytest.fail`` or check is a failed run.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
+
+from pytest_llmlab.expect import ExpectationFailed, collecting
+from pytest_llmlab.option_values import parse_pass_rule
 from pytest_llmlab.stats import pass_at_k, pass_hat_k, verdict, wilson_interval
 
-__all__ = ["RunOutcome", "SamplingPlan", "SamplingResult", "parse_pass_rule", "run_repeated"]
+if TYPE_CHECKING:
+    from pytest_llmlab.config import Settings
+    from pytest_llmlab.llm import LLM
 
-_RULE = re.compile(r"^(rate|wilson|pass@(\d+)|pass\^(\d+))$")
+__all__ = [
+    "REPEAT_KEYS",
+    "RepeatPlan",
+    "RepeatResult",
+    "RunOutcome",
+    "repeat_failure",
+    "repeat_plan",
+    "run_repeated",
+    "run_test_body",
+]
 
-
-def parse_pass_rule(raw: str) -> tuple[str, int]:
-    """``rate`` | ``wilson`` | ``pass@K`` | ``pass^K`` -> (rule, k)."""
-    text = raw.strip().lower()
-    match = _RULE.match(text)
-    if not match:
-        raise ValueError(f"{raw!r} is not a pass rule (rate, wilson, pass@K, pass^K)")
-    if match.group(2):
-        return "pass@k", int(match.group(2))
-    if match.group(3):
-        return "pass^k", int(match.group(3))
-    return text, 1
+#: The ``@pytest.mark.llm`` keywords that shape repeated runs.
+REPEAT_KEYS = ("runs", "pass_rate", "pass_rule", "confidence", "early_stop")
 
 
 @dataclass(frozen=True, slots=True)
-class SamplingPlan:
+class RepeatPlan:
+    """How many runs, and the rule that decides the test from their outcomes."""
+
     runs: int = 1
     pass_rate: float = 1.0
     rule: str = "rate"
@@ -95,8 +105,10 @@ class RunOutcome:
 
 
 @dataclass(slots=True)
-class SamplingResult:
-    plan: SamplingPlan
+class RepeatResult:
+    """The runs made under a plan, and the verdict they give."""
+
+    plan: RepeatPlan
     outcomes: list[RunOutcome] = field(default_factory=list)
     stopped_early: bool = False
 
@@ -152,9 +164,9 @@ class SamplingResult:
         }
 
 
-def run_repeated(plan: SamplingPlan, run_once: Callable[[int], RunOutcome]) -> SamplingResult:
+def run_repeated(plan: RepeatPlan, run_once: Callable[[int], RunOutcome]) -> RepeatResult:
     """Call `run_once(index)` up to ``plan.runs`` times, stopping early when decided."""
-    result = SamplingResult(plan)
+    result = RepeatResult(plan)
     for index in range(plan.runs):
         result.outcomes.append(run_once(index))
         if plan.early_stop and index + 1 < plan.runs:
@@ -163,3 +175,94 @@ def run_repeated(plan: SamplingPlan, run_once: Callable[[int], RunOutcome]) -> S
                 result.stopped_early = True
                 break
     return result
+
+
+def repeat_plan(settings: Settings, marker: Mapping[str, Any]) -> RepeatPlan:
+    """The test's plan: ``@pytest.mark.llm`` keywords over the session's options.
+
+    A bad marker value is a ValueError naming the keyword.
+    """
+    rule, k = settings.pass_rule
+    if "pass_rule" in marker:
+        rule, k = parse_pass_rule(str(marker["pass_rule"]))
+    runs = marker.get("runs", settings.runs)
+    pass_rate = marker.get("pass_rate", settings.pass_rate)
+    confidence = marker.get("confidence", settings.confidence)
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+        raise ValueError(f"runs={runs!r} must be a whole number >= 1")
+    if not isinstance(pass_rate, int | float) or not 0.0 <= pass_rate <= 1.0:
+        raise ValueError(f"pass_rate={pass_rate!r} must be between 0 and 1")
+    if not isinstance(confidence, float) or not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence!r} must be strictly between 0 and 1")
+    return RepeatPlan(
+        runs=runs,
+        pass_rate=float(pass_rate),
+        rule=rule,
+        k=k,
+        confidence=confidence,
+        early_stop=bool(marker.get("early_stop", not settings.no_early_stop)),
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    first = text.splitlines()[0]
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+def run_test_body(
+    body: Callable[..., object],
+    funcargs: Mapping[str, Any],
+    *,
+    plan: RepeatPlan,
+    llm: LLM | None,
+    strict_capabilities: bool,
+    on_run_end: Callable[[bool], None] = lambda passed: None,
+) -> RepeatResult | None:
+    """Run ``body(**funcargs)`` under ``plan``; fail the test (``pytest.fail``) when
+    a single run fails its soft checks or the repeated runs miss the rule.
+
+    Returns the result of repeated runs (None for a single run). ``on_run_end(passed)``
+    is called after each of several runs, so the caller can mark that run's records.
+    """
+    __tracebackhide__ = True
+
+    def run_once(index: int) -> None:
+        __tracebackhide__ = True
+        if llm is not None and plan.runs > 1:
+            llm.run_index, llm.seed_offset = index, index
+        with collecting(strict_capabilities=strict_capabilities) as checks:
+            body(**funcargs)
+        failed: str | None = None
+        try:
+            checks.raise_if_failed()
+        except ExpectationFailed as exc:
+            failed = str(exc)
+        if failed is not None:  # outside the except: no chained copy of the report
+            # The report is the whole message: no frame of this runner to show.
+            pytest.fail(failed, pytrace=False)
+
+    if plan.runs == 1:
+        run_once(0)
+        return None
+
+    def attempt(index: int) -> RunOutcome:
+        """An assertion or ``pytest.fail`` is a failed run; anything else (an
+        unreachable endpoint, a skip) ends the test as usual."""
+        try:
+            run_once(index)
+            outcome = RunOutcome(passed=True)
+        except (AssertionError, pytest.fail.Exception) as exc:
+            outcome = RunOutcome(passed=False, failure=_one_line(exc))
+        on_run_end(outcome.passed)
+        return outcome
+
+    return run_repeated(plan, attempt)
+
+
+def repeat_failure(result: RepeatResult) -> str | None:
+    """The failure text of repeated runs that missed the rule, else None."""
+    if result.ok:
+        return None
+    failures = [f"  run {i + 1}: {o.failure}" for i, o in enumerate(result.outcomes) if o.failure]
+    return "\n".join([f"repeated sampling failed: {result.summary()}", *failures[:10]])

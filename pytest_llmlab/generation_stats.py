@@ -1,11 +1,13 @@
-"""Many generations of one prompt, and statistics over them.
+"""Statistics over many generations (`Samples`, `PassRate`).
 
-One sample of a stochastic model is an anecdote. ``llm.sample(prompt, n=10)`` returns
-`Samples`: the generations plus, for any metric, mean / median / std / CV / p5 / p95 /
-min / max and a bootstrap confidence interval of the mean, so a test can gate on
-``samples.wh_per_1k.ci_high <= 0.5`` instead of on one noisy reading. The
-``llm_samples`` fixture gives the same view of every generation a test made (across
-``runs`` too).
+One generation of a stochastic model is an anecdote. ``llm.sample(prompt, n=10)``
+returns `Samples`: the generations plus, for any metric, mean / median / std / CV / p5 /
+p95 / min / max and a bootstrap confidence interval of the mean, so a test can gate on
+``samples.wh_per_1k.ci_high <= 0.5`` instead of on one noisy reading. ``llm.samples()``
+gives the same view of every generation the test has made so far (across ``runs`` too).
+
+The user-facing names ``llm.sample()`` and `Samples` are kept from the first release;
+inside the package "sample" otherwise means one meter reading (`CounterSample`).
 """
 
 from __future__ import annotations
