@@ -22,6 +22,7 @@ from pytest_llmlab.errors import (
     MissingAPIKey,
     ModelNotFound,
     ModelUnavailable,
+    ReportFolderError,
     StreamError,
 )
 from pytest_llmlab.expect import ExpectationFailed, confidence_of, expect, parse
@@ -71,6 +72,7 @@ __all__ = [
     "OpenWindow",
     "PassRate",
     "Record",
+    "ReportFolderError",
     "Request",
     "Samples",
     "SchemaValidationError",

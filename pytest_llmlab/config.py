@@ -10,6 +10,7 @@ where it came from.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -102,6 +103,19 @@ def _parse_threads(raw: str) -> int | None:
     return int(value)
 
 
+def _parse_deadline(raw: str) -> float | None:
+    """``auto`` -> None (derived per request), ``0``/``none``/``off`` -> 0 (no deadline)."""
+    lowered = raw.strip().lower()
+    if lowered == "auto":
+        return None
+    if lowered in {"none", "off"}:
+        return 0.0
+    try:
+        return non_negative(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number of seconds, auto or 0") from None
+
+
 def non_negative(raw: str) -> float:
     try:
         value = float(raw)
@@ -133,10 +147,46 @@ def _open_fraction(raw: str) -> float:
     return value
 
 
-def _parse_url(raw: str) -> str:
+def _split_authority(raw: str) -> tuple[str, str, str]:
+    """``raw`` as (``scheme://``, authority, the rest), for text that may not be a
+    valid URL (no scheme: an empty first part)."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "", raw
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    return scheme + sep, rest[:end], rest[end:]
+
+
+def _masked_userinfo(raw: str) -> str:
+    """``raw`` with everything between the scheme and its last ``@`` masked but a plain
+    user name (``http://alice:***@host/v1``; ``***@`` for a userinfo without a colon,
+    often a token). For messages only: it errs on the side of hiding, URL or not."""
+    if "@" not in raw:
+        return raw
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "", raw
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    plain_user = colon and not any(c in user for c in "/?#[]")
+    return f"{scheme}{sep}{f'{user}:***' if plain_user else '***'}@{host}"
+
+
+def _parse_url(raw: str, key_env: str | None = None) -> str:
+    """A base URL: http(s), without ``user:password@``.
+
+    httpx would turn a userinfo into HTTP Basic auth, silently replacing the Bearer
+    key, so it is refused; messages never show the password.
+    """
     url = raw.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"{raw!r} is not an http(s) URL")
+        raise ValueError(f"{_masked_userinfo(raw)!r} is not an http(s) URL")
+    if "@" in _split_authority(url)[1]:
+        use = f"set {key_env}" if key_env else "use the provider's API-key variable"
+        raise ValueError(
+            f"{_masked_userinfo(url)!r}: credentials (user:password@) in a base URL are "
+            f"not supported; remove them and {use} (sent as a Bearer token)"
+        )
     return url
 
 
@@ -197,6 +247,14 @@ OPTIONS: tuple[Option, ...] = (
         "seconds to wait for a connection and for each streamed chunk (default 120)",
         _positive(float),
         "120",
+    ),
+    Option(
+        "deadline",
+        "seconds one generation may take in all, however steadily data arrives: auto "
+        "(--llm-timeout + 0.5 s per max_tokens token, 2048 tokens when unset, the "
+        "per-token part at most 3600 s), a number, or 0 for none (default auto)",
+        _parse_deadline,
+        "auto",
     ),
     Option(
         "skip_unavailable",
@@ -353,7 +411,7 @@ OPTIONS: tuple[Option, ...] = (
         Option(
             info.base_url_setting,
             f"base URL of the {info.name}: provider (default {info.default_base_url})",
-            _parse_url,
+            functools.partial(_parse_url, key_env=info.api_key_env),
             info.default_base_url,
             cli=False,
             env=info.base_url_env,
@@ -380,6 +438,8 @@ class Settings(BaseModel):
     temperatures: list[float]
     report_dir: str
     timeout: float
+    #: Seconds per generation; None: auto (from the timeout and max_tokens); 0: none.
+    deadline: float | None
     skip_unavailable: bool
     threads: int | None
     ctx: int

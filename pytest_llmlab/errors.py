@@ -4,14 +4,18 @@ The tree (a test walks the package and fails on any exception class outside it):
 
     LLMLabError                      anything this package raises on purpose
     ├── ModelUnavailable             the model cannot be used at all in this session
-    │   ├── EndpointUnreachable      connection refused, DNS failure, connect timeout
+    │   ├── EndpointUnreachable      connection refused, DNS failure, connect timeout,
+    │   │                            a server that accepts but never answers
     │   ├── MissingAPIKey            a cloud model whose key variable is not set
     │   └── ModelNotFound            no such model in the store, bad GGUF path
     ├── GenerationError              one request went wrong
     │   ├── HTTPStatusError          the server answered 4xx/5xx (status and its message)
-    │   ├── GenerationTimeout        nothing arrived within --llm-timeout
+    │   │                            or a redirect (where to)
+    │   ├── GenerationTimeout        nothing arrived within --llm-timeout, or the
+    │   │                            generation passed its --llm-deadline
     │   └── StreamError              the stream broke: cut before [DONE], malformed JSON,
-    │                                an error event inside the stream
+    │                                a chunk of the wrong shape, no choice at all, an
+    │                                event over 16 MiB, an error event inside the stream
     ├── ExpectationFailed            (also AssertionError) soft `expect` checks failed
     ├── SchemaValidationError        (also AssertionError) `validate` found schema errors
     ├── JSONExtractionError          (also ValueError) `extract_json` found no JSON value
@@ -20,7 +24,8 @@ The tree (a test walks the package and fails on any exception class outside it):
     ├── MeterUnavailable             a meter cannot run on this machine (and why)
     │   └── MeterSelectionError      (also ValueError) an explicit --llm-meter cannot run
     ├── NoSamples                    (also LookupError) a timeline has no samples in a span
-    └── HistoryError                 the history file is unusable or lacks that run
+    ├── HistoryError                 the history file is unusable or lacks that run
+    └── ReportFolderError            the report folder is not writable, or in use
 
 `ModelUnavailable` is raised while the `llm` fixture is set up, so the test reports as
 an *error* (or a skip under ``--llm-skip-unavailable``); `GenerationError` is raised by
@@ -28,7 +33,7 @@ an *error* (or a skip under ``--llm-skip-unavailable``); `GenerationError` is ra
 one, the endpoint, and fits on one line. The classes that are also a built-in exception
 keep that base, so ``except ValueError`` and pytest's assertion reporting still work.
 
-Warnings (`pytest_llmlab.report.load.RecordLineWarning`, a UserWarning) are not errors
+Warnings (`pytest_llmlab.results.RecordLineWarning`, a UserWarning) are not errors
 and are not in the tree.
 """
 
@@ -44,6 +49,7 @@ __all__ = [
     "MissingAPIKey",
     "ModelNotFound",
     "ModelUnavailable",
+    "ReportFolderError",
     "StreamError",
 ]
 
@@ -72,6 +78,11 @@ class HistoryError(LLMLabError):
     """The history file cannot be read or written, or holds no run of that name."""
 
 
+class ReportFolderError(LLMLabError):
+    """The report folder cannot be used: not writable, not a folder, or held by
+    another session."""
+
+
 class GenerationError(LLMLabError):
     """One generation request failed."""
 
@@ -85,7 +96,7 @@ class HTTPStatusError(GenerationError):
 
 
 class GenerationTimeout(GenerationError):
-    """No byte arrived within the configured timeout."""
+    """No byte arrived within the timeout, or the generation passed its deadline."""
 
 
 class StreamError(GenerationError):

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import math
 import re
+import sys
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -325,6 +326,10 @@ def _entropy(probs: Sequence[float]) -> float:
     return -sum(p / total * math.log(p / total) for p in probs if p > 0)
 
 
+#: The largest x with a finite math.exp(x).
+_MAX_EXP = math.log(sys.float_info.max)
+
+
 def confidence_of(gen: Generation) -> Confidence | None:
     """The `Confidence` of a generation, or None when it has no logprobs."""
     if not gen.tokens:
@@ -336,7 +341,9 @@ def confidence_of(gen: Generation) -> Confidence | None:
         mean_prob=sum(probs) / len(probs),
         min_prob=min(probs),
         first_token_prob=probs[0],
-        perplexity=math.exp(-mean_logprob),
+        # A logprob of -9999 (what vLLM sends for -inf) gives an infinite perplexity,
+        # not an OverflowError; records carry it as null.
+        perplexity=math.exp(-mean_logprob) if -mean_logprob < _MAX_EXP else math.inf,
         entropy=sum(entropies) / len(entropies) if entropies else None,
     )
 

@@ -14,7 +14,7 @@ from typing import Any, Self
 from pytest_llmlab.energy.base import TokenSegment
 from pytest_llmlab.energy.meters import MeterSet, OpenWindow
 from pytest_llmlab.energy.reading import EnergyReading
-from pytest_llmlab.errors import LLMLabError, hide_own_frames
+from pytest_llmlab.errors import LLMLabError, StreamError, hide_own_frames
 from pytest_llmlab.generation_stats import Samples
 from pytest_llmlab.models.assemble import GenerationAssembler
 from pytest_llmlab.models.base import Generation, Message, Provider, Request, StreamHandle
@@ -32,7 +32,10 @@ class GenerationStream:
 
     ``break`` out of the loop, or call `close`, to stop: the connection is dropped, the
     server stops generating, and `generation` holds what arrived with
-    ``finish_reason == "cancelled"``. Also usable as a context manager.
+    ``finish_reason == "cancelled"``. Also usable as a context manager. A stream that
+    fails (any exception, not only ours) is recorded with ``finish_reason == "error"``
+    and the message before the exception propagates. ``where`` (``<endpoint> for
+    <model>``) names the stream in errors raised here.
     """
 
     def __init__(
@@ -43,7 +46,10 @@ class GenerationStream:
         window: OpenWindow | None = None,
         energy_note: str | None = None,
         estimator: Callable[[Generation], EnergyReading] | None = None,
+        *,
+        where: str = "the provider",
     ) -> None:
+        self._where = where
         self._handle = handle
         self._assembler = assembler
         self._on_finish = on_finish
@@ -63,14 +69,22 @@ class GenerationStream:
         if self._generation is not None:
             return
         try:
-            for chunk in self._handle:
-                text = self._assembler.add(chunk)
+            for index, chunk in enumerate(self._handle):
+                try:
+                    text = self._assembler.add(chunk)
+                except ValueError as exc:  # a chunk of the wrong shape
+                    raise StreamError(
+                        f"malformed chunk in stream from {self._where} after {index} chunks: {exc}"
+                    ) from None
                 if self._window is not None and self._assembler.first_token_ns is not None:
                     self._window.mark_first_token()
                 if text:
                     yield text
         except LLMLabError as exc:  # a refused connection too: record, then raise
             self._finish(finish_reason="error", error=str(exc))
+            raise
+        except Exception as exc:  # a bug is a failed generation too, never "cancelled"
+            self._finish(finish_reason="error", error=f"{type(exc).__name__}: {exc}")
             raise
         tail = self._assembler.flush()
         if tail:
@@ -251,7 +265,13 @@ class LLM:
         window, note = self._open_window()
         handle = self.provider.stream_chunks(request)
         stream = GenerationStream(
-            handle, assembler, self._finished, window, note, self._cloud_estimator()
+            handle,
+            assembler,
+            self._finished,
+            window,
+            note,
+            self._cloud_estimator(),
+            where=f"{self.endpoint} for {self.name}",
         )
         self._open.append(stream)
         return stream
@@ -348,7 +368,10 @@ class LLM:
             self._recorder(generation)
 
     def close(self) -> None:
-        """Stop streams the test left open (called at fixture teardown)."""
+        """Stop streams the test left open (called at fixture teardown) and let go of
+        the recorder: it refers back to this object, and the cycle would keep every
+        generation of the test alive until a full garbage collection."""
         for stream in list(self._open):
             stream.close()
         self._open.clear()
+        self._recorder = None

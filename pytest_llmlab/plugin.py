@@ -9,11 +9,11 @@ marker plans (`cases`), repeated runs (`repeat`), budgets (`budgets`), records
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Generator, Iterator
 
 import pytest
 
+from pytest_llmlab import redact
 from pytest_llmlab.budgets import budget_failure
 from pytest_llmlab.cases import MARKER_HELP, LLMCase, check_marker, item_plan, marker_values
 from pytest_llmlab.config import SettingsError, add_options, build_settings, report_dir
@@ -23,7 +23,7 @@ from pytest_llmlab.llm import LLM
 from pytest_llmlab.models.base import Generation
 from pytest_llmlab.models.spec import SpecError
 from pytest_llmlab.repeat import repeat_failure, run_test_body
-from pytest_llmlab.resources import SessionResources
+from pytest_llmlab.resources import SessionResources, sanitize_report
 from pytest_llmlab.results import (
     RECORDS_ATTR,
     REPEAT_ATTR,
@@ -61,18 +61,18 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     except SettingsError as exc:
         raise pytest.UsageError(f"pytest-llmlab: {exc}") from None
-    resources = config.stash[RESOURCES] = SessionResources(settings, config)
+    redact.install(redact.secrets_from(settings.base_urls))
+    if _is_worker(config):
+        resources = SessionResources.for_worker(settings, config)
+    else:
+        resources = SessionResources(settings, config)
+    config.stash[RESOURCES] = resources
+    resources.check()
     if not _is_worker(config):  # only the controller writes reports
         from pytest_llmlab.report.session import ReportSession
 
-        folder = report_dir(settings, config.invocation_params.dir)
-        session = ReportSession(settings, folder, config.invocation_params.dir)
-        config.pluginmanager.register(session, ReportSession.name)
-        if config.pluginmanager.hasplugin("html"):
-            from pytest_llmlab.report.pytest_html import PytestHtmlColumns
-
-            config.pluginmanager.register(PytestHtmlColumns(), "llmlab-pytest-html")
-    resources.check()
+        session = ReportSession.start(config, settings)
+        resources.run_id = session.run_id if session is not None else None
 
 
 def _ini_keys() -> list[str]:
@@ -82,6 +82,7 @@ def _ini_keys() -> list[str]:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    redact.reset()  # in-process pytester runs share one process
     resources = config.stash.get(RESOURCES, None)
     if resources is not None:
         resources.close()
@@ -121,11 +122,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Say what meters this run uses, once, where the header is: only when a collected
-    test needs them (collection is when that becomes known)."""
+    test needs them (collection is when that becomes known). A session that will
+    record nothing lets go of its report folder."""
     config = session.config
-    if _is_worker(config) or config.option.collectonly:
+    if _is_worker(config):
         return
-    if not any({"llm_case", "meter"} & set(getattr(i, "fixturenames", ())) for i in session.items):
+    metered = any(
+        {"llm_case", "meter"} & set(getattr(i, "fixturenames", ())) for i in session.items
+    )
+    report_session = config.pluginmanager.get_plugin("llmlab-report-session")
+    if report_session is not None and session.items and (config.option.collectonly or not metered):
+        report_session.folder.release()  # under xdist the controller collects nothing
+    if config.option.collectonly or not metered:
         return
     reporter = config.pluginmanager.getplugin("terminalreporter")
     if reporter is not None:
@@ -182,14 +190,24 @@ def llm(request: pytest.FixtureRequest, llm_case: LLMCase) -> Iterator[LLM]:
         resources.measure_baseline_once()
     item = request.node
     records = item.stash.setdefault(RECORDS, PendingRecords())
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    worker = resources.worker
+    spool, run_id = resources.spool, resources.run_id
+    model = llm_case.model
+    if spool is not None:
+        spool.started(
+            test_id=item.nodeid, model=model.display, spec=model.spec, alias=model.alias,
+            provider=model.provider, temperature=llm_case.temperature, worker=worker,
+            run_id=run_id,
+        )  # fmt: skip
 
     def record(generation: Generation) -> None:
         entry = record_from_generation(
-            generation, test_id=item.nodeid, alias=llm_case.model.alias, worker=worker
+            generation, test_id=item.nodeid, alias=model.alias, worker=worker, run_id=run_id
         )
         entry["run"] = bound.run_index
         records.add(entry)
+        if spool is not None:
+            spool.finished(entry)
 
     bound = LLM(
         model_spec=llm_case.model,
@@ -263,17 +281,23 @@ def pytest_runtest_makereport(
     records = item.stash.get(RECORDS, None)
     if records is None:
         return report
+    sanitize_report(report)
     if report.when == "call" and records.repeat_summary is not None:
         setattr(report, REPEAT_ATTR, records.repeat_summary)
         report.sections.append(("llmlab sampling", records.repeat_text))
     finished = records.finish(report)
     if finished:
         setattr(report, RECORDS_ATTR, finished)
+        spool = item.config.stash[RESOURCES].spool
+        if spool is not None:
+            spool.reported(finished)
         from pytest_llmlab.report.terminal import junit_properties
 
-        # The item's own list: JUnit XML reads the properties of the teardown report,
-        # which shares it.
-        item.user_properties.extend(junit_properties(finished))
+        # The item's list, which JUnit XML reads from the teardown report; and this
+        # report's copy, which pytest-html's row of this phase shows.
+        properties = junit_properties(finished)
+        item.user_properties.extend(properties)
+        report.user_properties.extend(properties)
     return report
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_llmlab.config import Settings
 from pytest_llmlab.energy.meters import MeterSelectionError, MeterSet
 from pytest_llmlab.models.registry import ProviderPool
+from pytest_llmlab.results import Spool
 
 __all__ = ["SessionResources", "announcer"]
 
@@ -37,15 +40,47 @@ def announcer(config: pytest.Config) -> Callable[[str], None]:
     return announce
 
 
+def sanitize_report(report: pytest.TestReport) -> None:
+    """Mask secrets in an LLM test's failure text and captured output, and escape the
+    control characters in them, before the terminal, JUnit XML or pytest-html see
+    them: server and model text (an echoed key, ``\x1b[2J``) can reach both."""
+    from pytest_llmlab.redact import redact_text, terminal_safe
+
+    if report.longrepr is not None:
+        text = report.longreprtext
+        safe = terminal_safe(redact_text(text))
+        if safe != text:
+            report.longrepr = safe  # plain text: pytest prints it as given
+    report.sections = [
+        (title, terminal_safe(redact_text(content))) for title, content in report.sections
+    ]
+
+
 class SessionResources:
     """The process's providers and meters, for the settings of this session."""
 
-    def __init__(self, settings: Settings, config: pytest.Config) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: pytest.Config,
+        *,
+        run_id: str | None = None,
+        spool: Spool | None = None,
+    ) -> None:
+        """``run_id`` names the run in every record; ``spool`` (xdist workers) logs
+        each finished generation at once, for the controller to recover on a crash."""
         self.settings = settings
+        self.run_id = run_id
+        self.spool = spool
+        #: This process's xdist worker id (``gw0``...), or ``main``: from the
+        #: controller's workerinput, not the environment, which a pytest run started
+        #: from inside a worker inherits.
+        self.worker = str(getattr(config, "workerinput", {}).get("workerid", "main"))
         self.announce = announcer(config)
         self.pool = ProviderPool(
             base_urls=settings.base_urls,
             timeout_s=settings.timeout,
+            deadline_s=settings.deadline,
             threads=settings.threads,
             ctx=settings.ctx,
             announce=self.announce,
@@ -53,6 +88,20 @@ class SessionResources:
         self._config = config
         self._meters: MeterSet | None = None
         self._baseline_done = False
+
+    @classmethod
+    def for_worker(cls, settings: Settings, config: pytest.Config) -> SessionResources:
+        """An xdist worker's resources: the run id and spool the controller sent."""
+        from pytest_llmlab.report.folder import spool_path
+
+        workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+        run_id = workerinput.get("llmlab_run_id")
+        folder = workerinput.get("llmlab_report_dir")
+        if not run_id or not folder:  # a controller without a report session
+            return cls(settings, config)
+        worker = str(workerinput.get("workerid", "gw"))
+        spool = Spool(spool_path(Path(folder), run_id, worker))
+        return cls(settings, config, run_id=run_id, spool=spool)
 
     def check(self) -> None:
         """Raise `pytest.UsageError` now for settings this machine cannot honour: an
@@ -97,6 +146,8 @@ class SessionResources:
         )
 
     def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
         self.pool.close()
         if self._meters is not None:
             self._meters.close()

@@ -8,13 +8,15 @@ test's records until its outcome is known.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypedDict
@@ -23,6 +25,7 @@ import pytest
 
 from pytest_llmlab.fingerprint import hardware, hardware_fingerprint
 from pytest_llmlab.models.base import Generation
+from pytest_llmlab.redact import redact_text, redact_value
 
 if TYPE_CHECKING:
     from pytest_llmlab.repeat import RepeatResult
@@ -34,9 +37,15 @@ __all__ = [
     "JsonlWriter",
     "PendingRecords",
     "Record",
+    "RecordLineWarning",
+    "Spool",
+    "crashed_test_records",
     "dumps_record",
+    "iter_json_lines",
     "record_from_generation",
+    "record_key",
     "report_outcome",
+    "reported_records",
 ]
 
 #: Report attributes that carry a test's records and its repeated-runs summary. Plain
@@ -90,6 +99,8 @@ class Record(TypedDict):
     worker: str
     host: str
     finished_at: float
+    #: The id of the run (session) that made the record: every file of a run carries it.
+    run_id: str | None
     #: For repeated tests: the run index, that run's verdict, the test's summary.
     run: int | None
     run_passed: bool | None
@@ -112,6 +123,7 @@ def record_from_generation(
     test_id: str,
     alias: str | None,
     worker: str,
+    run_id: str | None = None,
 ) -> Record:
     """The record of one generation; ``outcome`` is filled in when the test reports."""
     timings = generation.timings
@@ -149,6 +161,7 @@ def record_from_generation(
         "worker": worker,
         "host": socket.gethostname(),
         "finished_at": time.time(),
+        "run_id": run_id,
         "run": None,
         "run_passed": None,
         "sampling": None,
@@ -158,7 +171,9 @@ def record_from_generation(
         "failure": None,
     }
     assert tuple(record) == RECORD_FIELDS
-    return record
+    # The one redaction step: what leaves the process (JSONL, CSV, HTML, history,
+    # spool) is built from records; the Generation in memory keeps the model's words.
+    return redact_value(record)  # type: ignore[return-value]  # same shape, masked
 
 
 def report_outcome(report: pytest.TestReport, call_outcome: str | None) -> str | None:
@@ -212,7 +227,8 @@ class PendingRecords:
             self.call_outcome = outcome
         if not self.pending or outcome is None:
             return []
-        failure = report.longreprtext[:2000] if report.failed else None
+        # Masked before the cut, so no part of a secret survives the cut.
+        failure = redact_text(report.longreprtext)[:2000] if report.failed else None
         finished: list[Record] = []
         for record in self.pending:
             done = record.copy()
@@ -234,9 +250,21 @@ def _finite(value: Any) -> Any:
 
 
 def _confidence(generation: Generation) -> dict[str, float | None] | None:
+    """The record's confidence metrics; None (with a warning) when they cannot be
+    computed: building a record never raises, so a record is never lost to a metric."""
     from pytest_llmlab.expect import confidence_of
 
-    conf = confidence_of(generation)
+    try:
+        conf = confidence_of(generation)
+    except Exception as exc:  # noqa: BLE001 (any bug in a metric must not lose the record)
+        with contextlib.suppress(Warning):  # filterwarnings=error must not lose it either
+            warnings.warn(
+                f"pytest-llmlab: confidence metrics of {generation.model} not computed "
+                f"({type(exc).__name__}: {exc}); recorded as null",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return None
     if conf is None:
         return None
     return {
@@ -258,12 +286,13 @@ def dumps_record(record: Mapping[str, Any]) -> str:
 class JsonlWriter:
     """Appends one JSON line per record, flushed and fsynced as it is written.
 
-    The file is opened (and truncated: it holds the latest run) on the first record,
-    so a session that generates nothing leaves no file behind.
+    The file is opened (``mode`` ``"w"``: truncated, it holds the latest run) on the
+    first record, so a session that generates nothing leaves no file behind.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, mode: str = "w") -> None:
         self.path = path
+        self.mode = mode
         self.count = 0
         self._handle: IO[str] | None = None
         self._lock = threading.Lock()
@@ -273,7 +302,7 @@ class JsonlWriter:
         with self._lock:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = self.path.open("w", encoding="utf-8")
+                self._handle = self.path.open(self.mode, encoding="utf-8")
             self._handle.write(line + "\n")
             self._handle.flush()
             os.fsync(self._handle.fileno())
@@ -301,3 +330,148 @@ class JsonlWriter:
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
+
+
+class RecordLineWarning(UserWarning):
+    """A line of a results file that is not a record; it was skipped."""
+
+
+def iter_json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Each JSON object line of a JSONL file, with its line number as ``__line__``;
+    lines that are not JSON objects warn and are skipped."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                warnings.warn(
+                    f"{path}:{number}: skipped a line that is not JSON ({exc.msg})",
+                    RecordLineWarning,
+                    stacklevel=2,
+                )
+                continue
+            if not isinstance(record, dict):
+                warnings.warn(
+                    f"{path}:{number}: skipped a line that is not a record (no test_id)",
+                    RecordLineWarning,
+                    stacklevel=2,
+                )
+                continue
+            record["__line__"] = number
+            yield record
+
+
+# -- the worker spool --------------------------------------------------------------------
+
+
+class Spool:
+    """A process's fsynced log of its LLM tests: a ``start`` line when a test's model
+    is ready, a ``record`` line for every finished generation (before its test ends),
+    and a ``report`` line with the test's finished records (outcome filled in).
+
+    xdist workers keep one, so that when a worker dies mid-test the controller can
+    still write every generation that completed and a record for the crashed test, and
+    when the controller is interrupted before it processed every report it can still
+    write every finished record.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._writer = JsonlWriter(path, mode="a")
+
+    @property
+    def path(self) -> Path:
+        return self._writer.path
+
+    def started(self, **case: object) -> None:
+        """The test ``case["test_id"]`` is about to generate with this model."""
+        self._writer.write({"kind": "start", **case})
+
+    def finished(self, record: Record) -> None:
+        self._writer.write({"kind": "record", "record": record})
+
+    def reported(self, records: list[Record]) -> None:
+        self._writer.write({"kind": "report", "records": records})
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def record_key(record: Mapping[str, Any]) -> tuple[object, ...]:
+    """What tells one record from every other of a run."""
+    return (record.get("worker"), record.get("test_id"), record.get("finished_at"))
+
+
+def reported_records(spool: Path) -> Iterator[Record]:
+    """Every finished record (outcome filled in) a process spooled."""
+    for entry in iter_json_lines(spool):
+        if entry.get("kind") == "report" and isinstance(entry.get("records"), list):
+            for record in entry["records"]:
+                if isinstance(record, dict):
+                    yield record  # type: ignore[misc]  # written by us
+
+
+def crashed_test_records(spool: Path, test_id: str, failure: str) -> list[Record]:
+    """The records of ``test_id`` that a dead process spooled, marked failed with
+    ``failure``; when none of its generations completed, one record built from its
+    ``start`` line saying so. No spool, or no trace of the test, gives none."""
+    start: dict[str, Any] | None = None
+    records: list[Record] = []
+    if not spool.is_file():
+        return []
+    for entry in iter_json_lines(spool):
+        if entry.get("kind") == "start" and entry.get("test_id") == test_id:
+            start = entry
+        elif entry.get("kind") == "record":
+            record = entry.get("record")
+            if isinstance(record, dict) and record.get("test_id") == test_id:
+                records.append(record)  # type: ignore[arg-type]  # written by us
+    if not records and start is not None:
+        records.append(_stub_record(start))
+    for record in records:
+        record["outcome"], record["failure"] = "failed", failure[:2000]
+    return records
+
+
+def _stub_record(start: Mapping[str, Any]) -> Record:
+    """A record for a test that died before any generation completed."""
+    return {
+        "test_id": str(start.get("test_id")),
+        "outcome": None,
+        "model": str(start.get("model")),
+        "spec": str(start.get("spec")),
+        "alias": start.get("alias"),
+        "provider": str(start.get("provider")),
+        "temperature": float(start.get("temperature") or 0.0),
+        "suite": None,
+        "category": None,
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "ttft_s": None,
+        "total_s": None,
+        "prefill_tokens_per_s": None,
+        "decode_tokens_per_s": None,
+        "tokens_per_s": None,
+        "finish_reason": "error",
+        "error": "the process running the test died before a generation completed",
+        "prompt": "",
+        "output": "",
+        "reasoning": "",
+        "seed": None,
+        "max_tokens": None,
+        "usage_reported": False,
+        "energy": None,
+        "worker": str(start.get("worker")),
+        "host": socket.gethostname(),
+        "finished_at": time.time(),
+        "run_id": start.get("run_id"),
+        "run": None,
+        "run_passed": None,
+        "sampling": None,
+        "confidence": None,
+        "fingerprint": hardware_fingerprint(),
+        "cpu_model": str(hardware()["cpu"]),
+        "failure": None,
+    }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import httpcore  # noqa: F401  (see below)
+import httpx  # noqa: F401  (see below)
 import pandas  # type: ignore[import-untyped]  # noqa: F401  (see below)
 import pytest
 
@@ -12,8 +14,9 @@ from pytest_llmlab.models.local import EmbeddedLlamaCpp
 from pytest_llmlab.models.store import store_home
 
 # pytester's in-process runs drop the modules a run imported; numpy (under pandas, which
-# the CSV report loads at session end) cannot be imported twice in one process, so it
-# is imported here, before any inner run, and stays.
+# the CSV report loads at session end) cannot be imported twice in one process, and a
+# second copy of httpcore raises exceptions that httpx (imported once) cannot map, so
+# they are imported here, before any inner run, and stay.
 
 # pytester points HOME at each test's temporary folder: pin the model store to the
 # user's real one first, or every inner run would pull its own copy of the model.

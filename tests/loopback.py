@@ -7,8 +7,10 @@ json}`` events separated by blank lines, ending with ``data: [DONE]``, usage in 
 chunk with empty ``choices`` when ``stream_options.include_usage`` is sent, and
 per-token ``logprobs.content[{token, logprob, top_logprobs}]`` when ``logprobs`` is
 asked for -- plus ``GET /v1/models``. It plays scripted behaviours (a normal stream,
-stalls, HTTP errors, cut streams, malformed data, error events, a non-SSE answer) so
-tests can check how the client reacts, and it records every request it received.
+stalls, HTTP errors, cut streams, malformed data, error events, a non-SSE answer,
+keep-alive comments without end, redirects, raw bodies, a server that accepts and
+never answers) so tests can check how the client reacts, and it records every request
+it received.
 
 Usage::
 
@@ -30,6 +32,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,7 +54,10 @@ __all__ = [
     "expected_top",
     "http_error",
     "json_answer",
+    "keep_alive",
     "malformed",
+    "raw",
+    "redirect",
     "serve_loopback",
     "stall",
     "stream",
@@ -75,6 +81,9 @@ Kind = Literal[
     "error_event",
     "json_answer",
     "until_disconnect",
+    "keep_alive",
+    "redirect",
+    "raw",
 ]
 
 
@@ -101,6 +110,15 @@ class Script:
     event_lines: bool = False
     #: Line ending of the SSE lines.
     newline: str = "\n"
+    #: For "raw": the body, sent as is (in pieces of `piece_bytes`; 0: one piece).
+    body: bytes = b""
+    content_type: str = "text/event-stream; charset=utf-8"
+    piece_bytes: int = 0
+    #: For "redirect": the Location header.
+    location: str = ""
+    #: For "keep_alive": seconds between comments, and how many at most.
+    interval_s: float = 0.0
+    count: int = 0
 
 
 def stream(tokens: list[str] | tuple[str, ...] = ("Hello", ",", " world"), **kw: Any) -> Script:
@@ -156,6 +174,29 @@ def until_disconnect(tokens: tuple[str, ...] = ("Hello",)) -> Script:
     return Script(kind="until_disconnect", tokens=tokens)
 
 
+def keep_alive(interval_s: float = 0.1, count: int = 50, tokens: tuple[str, ...] = ()) -> Script:
+    """Headers and `tokens` chunks, then a ``: keep-alive`` comment every `interval_s`
+    (at most `count`, and never past `STALL_LIMIT_S`), then the body ends without
+    ``[DONE]``: a stream that is alive but never finishes."""
+    return Script(kind="keep_alive", tokens=tokens, interval_s=interval_s, count=count)
+
+
+def redirect(status: int = 307, location: str = "/v2/chat/completions") -> Script:
+    """A redirect status with a ``Location`` header and an empty body."""
+    return Script(kind="redirect", status=status, location=location)
+
+
+def raw(
+    body: bytes,
+    content_type: str = "text/event-stream; charset=utf-8",
+    *,
+    piece_bytes: int = 0,
+) -> Script:
+    """A 200 answer whose (chunked) body is `body` byte for byte, under `content_type`:
+    for what no documented stream contains (a BOM, HTML, another charset, wrong shapes)."""
+    return Script(kind="raw", body=body, content_type=content_type, piece_bytes=piece_bytes)
+
+
 def expected_logprob(index: int) -> float:
     """The logprob the double sends for the token at `index` of a stream."""
     return round(-0.05 * (index + 1), 4)
@@ -183,6 +224,7 @@ class _State:
     scripts: deque[Script] = field(default_factory=deque)
     default: Script = field(default_factory=stream)
     models_route: bool = True
+    silent: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -242,8 +284,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes ---------------------------------------------------------------------
 
+    def _stay_silent(self) -> bool:
+        """In silent mode, hold the connection without a byte of answer (bounded)."""
+        state = self.server.state
+        if state.silent:
+            state.release.wait(STALL_LIMIT_S)
+        return state.silent
+
     def do_GET(self) -> None:
         self._record()
+        if self._stay_silent():
+            return
         if self.path.rstrip("/").endswith("/models") and self.server.state.models_route:
             body = json.dumps(
                 {"object": "list", "data": [{"id": "loopback-model", "object": "model"}]}
@@ -255,6 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         recorded = self._record()
         state = self.server.state
+        if self._stay_silent():
+            return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._json(404, json.dumps({"error": {"message": f"no route {self.path}"}}))
             return
@@ -431,6 +484,29 @@ class _Handler(BaseHTTPRequestHandler):
             for chunk in self._token_chunks(script, body):
                 self._event(script, chunk, chunked=True)
             self._wait_for_disconnect()
+        elif kind == "keep_alive":
+            self._sse_head()
+            for chunk in self._token_chunks(script, body):
+                self._event(script, chunk, chunked=True)
+            deadline = time.monotonic() + STALL_LIMIT_S
+            for _ in range(script.count):
+                if state.release.wait(script.interval_s) or time.monotonic() > deadline:
+                    break
+                self._write(b": keep-alive\n\n", chunked=True)
+            self._end_chunked()
+        elif kind == "redirect":
+            self.send_response(script.status)
+            self.send_header("Location", script.location)
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+        elif kind == "raw":
+            self._head(200, script.content_type, chunked=True)
+            size = script.piece_bytes or max(1, len(script.body))
+            for start in range(0, len(script.body), size):
+                self._write(script.body[start : start + size], chunked=True)
+            self._end_chunked()
         else:  # pragma: no cover - a typo in a test
             raise ValueError(f"unknown script kind {kind!r}")
 
@@ -505,6 +581,16 @@ class LoopbackServer:
     @models_route.setter
     def models_route(self, value: bool) -> None:
         self._state.models_route = value
+
+    @property
+    def silent(self) -> bool:
+        """Whether every request is read and then left without an answer (a server
+        that accepts connections and never answers), until the server stops."""
+        return self._state.silent
+
+    @silent.setter
+    def silent(self, value: bool) -> None:
+        self._state.silent = value
 
     # -- observations ---------------------------------------------------------------
 

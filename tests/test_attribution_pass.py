@@ -50,7 +50,7 @@ def test_overlapping_measured_windows_are_apportioned() -> None:
     b = record("b", 1_000_000_000, 3_000_000_000, 100.0, 300.0, process="h:2")
     c = record("c", 3_500_000_000, 4_000_000_000, 350.0, 400.0)
     records = [a, b, c]
-    assert attribute_records(records) == 2
+    assert attribute_records(records) == {"measured-apportioned": 2}
     ea, eb, ec = (r["energy"] for r in records)
     # The shared second (100 J) is split evenly (no token segments): 150 J each.
     assert ea["joules"] == pytest.approx(150.0) and eb["joules"] == pytest.approx(150.0)
@@ -72,7 +72,7 @@ def test_estimates_stay_estimated_when_apportioned() -> None:
         record("a", 0, 10, 0.0, 10.0, provenance="estimated"),
         record("b", 0, 10, 0.0, 10.0, provenance="estimated", process="h:2"),
     ]
-    assert attribute_records(records) == 2
+    assert attribute_records(records) == {"estimated": 2}
     assert [r["energy"]["joules"] for r in records] == [pytest.approx(5.0)] * 2
     assert {r["energy"]["provenance"] for r in records} == {"estimated"}
     assert not records[0]["energy"]["measured"]
@@ -84,12 +84,12 @@ def test_per_process_counters_never_share_across_processes() -> None:
         record("a", 0, 10, 0.0, 10.0, provenance="integrated", process="h:1"),
         record("b", 0, 10, 500.0, 510.0, provenance="integrated", process="h:2"),
     ]
-    assert attribute_records(records) == 0
+    assert attribute_records(records) == {}
     assert [r["energy"]["joules"] for r in records] == [10.0, 10.0]
 
 
 def test_records_without_energy_are_ignored() -> None:
-    assert attribute_records([{"energy": None}, {"test_id": "x"}]) == 0
+    assert attribute_records([{"energy": None}, {"test_id": "x"}]) == {}
 
 
 CONFTEST = '''
@@ -144,7 +144,9 @@ def test_xdist_workers_overlapping_on_one_host_share_energy(
         "-n", "2", "--llm-meter=none", "--llm-baseline-s=0", "-p", "no:randomly"
     )
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["llmlab energy: 2 reading(s) overlapped others*"])
+    result.stdout.fnmatch_lines(
+        ["llmlab energy: 2 reading(s) overlapped others*(2 measured-apportioned)"]
+    )
     lines = (pytester.path / "reports" / "results.jsonl").read_text().splitlines()
     energies = [json.loads(line)["energy"] for line in lines]
     assert len(energies) == 2 and {e["provenance"] for e in energies} == {"measured-apportioned"}
@@ -154,3 +156,19 @@ def test_xdist_workers_overlapping_on_one_host_share_energy(
     for energy in energies:
         assert energy["joules"] < energy["gross_joules"]
         assert energy["gross_joules"] == pytest.approx(10.0 * energy["duration_s"], rel=1e-6)
+
+
+def test_summary_names_estimates_as_estimates(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers generating together under the machine-wide CPU estimate: the
+    readings share, and the summary line does not call them measured."""
+    barrier = pytester.mkdir("barrier")
+    monkeypatch.setenv("BARRIER_DIR", str(barrier))
+    pytester.makepyfile(BARRIER_TEST.replace('assert gen.energy.other["plug"].joules > 0', ""))
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "--llm-meter=estimate", "--llm-baseline-s=0", "-p", "no:randomly"
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["llmlab energy: 2 reading(s) overlapped others*(2 estimated)"])
+    assert "measured-apportioned" not in result.stdout.str()

@@ -270,10 +270,15 @@ def test_list_endpoint_by_provider_name_without_override_uses_the_default(
     capsys: pytest.CaptureFixture[str], no_proxy_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("LLMLAB_VLLM_BASE_URL", raising=False)
-    code, _, err = run_cli(capsys, "models", "list", "--endpoint", "vllm")
-    # Nothing listens on the documented default port here: the error names that URL.
-    assert code == 1
-    assert "http://127.0.0.1:8000/v1" in err
+    asked: list[str] = []
+
+    def list_models(base_url: str, *, timeout_s: float = 10.0) -> list[str]:
+        asked.append(base_url)
+        return ["m"]
+
+    monkeypatch.setattr(cli, "list_models", list_models)
+    code, out, _ = run_cli(capsys, "models", "list", "--endpoint", "vllm")
+    assert (code, out, asked) == (0, "m\n", ["http://127.0.0.1:8000/v1"])
 
 
 def test_list_endpoint_skips_non_object_entries(

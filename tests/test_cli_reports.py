@@ -415,3 +415,31 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
     err = usage_error(capsys, "models", "pull", "nope")
     assert "invalid choice: 'nope'" in err and "smollm2-135m" in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("outcome", []), ("model", 5), ("energy", "lots"), ("temperature", "hot"), ("test_id", 7)],
+)
+def test_wrong_typed_fields_are_skipped_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, value: object
+) -> None:
+    """A record whose field has the wrong type (a hand-edited or foreign file) is
+    skipped with a warning naming the file, the line and the field; every command goes
+    on with the other records."""
+    good = {"test_id": "t::a", "outcome": "passed", "model": "m", "temperature": 0.0}
+    bad = {**good, "test_id": "t::b", field: value}
+    source = tmp_path / "results.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in (good, bad)) + "\n", encoding="utf-8")
+    commands = [
+        ["report", str(source), "-o", str(tmp_path / "r.html"), "--csv", str(tmp_path / "r.csv")],
+        ["leaderboard", str(source), "--format", "json"],
+        ["compare", str(source), str(source)],
+    ]
+    for command in commands:
+        code, _, err = run_cli(capsys, *command)
+        assert code == 0, (command, err)
+        expected = (
+            f"llmlab: warning: {source}:2: skipped a line that is not a record (field {field!r}"
+        )
+        assert expected in err, (command, err)

@@ -253,10 +253,19 @@ def test_session_history_compares_with_the_previous_run_then_saves(
     kw: dict[str, Any] = {"path": path, "compare_with": "latest", "checks": checks,
                           "fingerprint": "aaaaaaaaaaaa", "hardware": HARDWARE}  # fmt: skip
     first = session_history(suite(), save_as="main", **kw)
-    assert first.failures == []
-    assert (
-        first.lines[0] == f"llmlab compare: not compared: no history at {path} (save a run first)"
-    )
+    # A gate fails closed: no baseline to hold the run to is a failure, in one line.
+    assert first.failures == [
+        (
+            f"llmlab compare: no baseline to gate on: no history at {path} (save a run first); "
+            "--llm-compare-fail=wh_per_1k:+10% cannot pass without one"
+        )
+    ]
+    fresh = tmp_path / "fresh.sqlite"
+    ungated = session_history(suite(), save_as=None, **{**kw, "checks": (), "path": fresh})
+    assert ungated.failures == []  # without a gate, a missing baseline is only a warning
+    assert ungated.lines == [
+        f"llmlab compare: not compared: no history at {fresh} (save a run first)"
+    ]
     assert first.lines[-1] == f"llmlab history: saved 20 records as run 'main' (id 1) in {path}"
     second = session_history(suite(factor=1.4, noise=0.02, seed=1), save_as="pr-7", **kw)
     assert second.lines[0].startswith("llmlab compare: against run 'main' (")

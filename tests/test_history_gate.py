@@ -75,3 +75,17 @@ def test_bad_compare_fail_names_the_item(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--llm-compare=main", "--llm-compare-fail=speed:10%")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--llm-compare-fail*speed*"])
+
+
+def test_a_gate_without_its_baseline_fails_closed(pytester: pytest.Pytester) -> None:
+    """--llm-compare=NAME with --llm-compare-fail and no such run: every test passed,
+    yet the session fails with one line saying the gate had nothing to hold it to."""
+    pytester.makepyfile(TESTS)
+    result = pytester.runpytest(
+        "--llm-baseline-s=0", "--llm-compare=nosuch", "--llm-compare-fail=wh_per_1k:10%"
+    )
+    result.assert_outcomes(passed=5)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    lines = [line for line in result.outlines if "no baseline to gate on" in line]
+    assert len(lines) == 1, result.outlines
+    assert "--llm-compare-fail=wh_per_1k:+10% cannot pass without one" in lines[0]

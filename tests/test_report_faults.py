@@ -31,9 +31,11 @@ def test_interrupted_run_still_writes_csv_and_html(pytester: pytest.Pytester) ->
     assert "test_first" in (reports / "report.html").read_text()
 
 
-def test_a_crashed_worker_loses_only_its_test(pytester: pytest.Pytester) -> None:
-    """A worker killed mid-test (os._exit) is replaced by xdist; every other test's
-    records are in one set of reports written by the controller."""
+def test_a_crashed_worker_loses_nothing_that_completed(pytester: pytest.Pytester) -> None:
+    """A worker killed mid-test (os._exit, after one generation completed) is replaced
+    by xdist; every other test's records and the crashed test's completed generation
+    (recovered from the worker's spool, marked failed with the crash) are in one set of
+    reports written by the controller."""
     pytester.makepyfile(
         f"""
         import os
@@ -46,18 +48,35 @@ def test_a_crashed_worker_loses_only_its_test(pytester: pytest.Pytester) -> None
         def test_crash(llm):
             llm.generate("Say hi.", max_tokens=4)
             os._exit(1)
+
+        def test_crash_before_generating(llm):
+            os._exit(1)
         """
     )
     result = pytester.runpytest_subprocess("-n", "2", "--llm-baseline-s=0")
-    result.assert_outcomes(passed=4, failed=1)
-    result.stdout.fnmatch_lines(["*test_crash*"])
+    result.assert_outcomes(passed=4, failed=2)
+    result.stdout.fnmatch_lines(["*test_crash*", "*recovered from worker spools*"])
     reports = pytester.path / "reports"
     records = [json.loads(line) for line in (reports / "results.jsonl").read_text().splitlines()]
-    assert sorted(r["test_id"].split("::")[1] for r in records) == [
-        f"test_ok[local:smollm2-135m-T0-{n}]" for n in range(4)
-    ]
-    assert len((reports / "results.csv").read_text().splitlines()) == 5
+    by_test = {r["test_id"].split("::")[1]: r for r in records}
+    assert sorted(by_test) == sorted(
+        [f"test_ok[local:smollm2-135m-T0-{n}]" for n in range(4)]
+        + [
+            "test_crash[local:smollm2-135m-T0]",
+            "test_crash_before_generating[local:smollm2-135m-T0]",
+        ]
+    )
+    assert len(records) == 6
+    crashed = by_test["test_crash[local:smollm2-135m-T0]"]
+    assert crashed["outcome"] == "failed" and "crashed while running" in crashed["failure"]
+    assert crashed["completion_tokens"] and crashed["prompt"] == "Say hi."
+    stub = by_test["test_crash_before_generating[local:smollm2-135m-T0]"]
+    assert stub["outcome"] == "failed" and stub["finish_reason"] == "error"
+    assert stub["model"] == "local:smollm2-135m" and stub["completion_tokens"] is None
+    assert len({r["run_id"] for r in records}) == 1 and records[0]["run_id"]
+    assert len((reports / "results.csv").read_text().splitlines()) == 7
     assert (reports / "report.html").is_file()
+    assert not (reports / ".spool").exists()  # spent spools are removed
 
 
 def test_pytest_html_table_gains_llm_columns(pytester: pytest.Pytester) -> None:
@@ -100,9 +119,9 @@ def test_same_records_with_and_without_xdist(pytester: pytest.Pytester) -> None:
         result = pytester.runpytest_subprocess("--llm-baseline-s=0", *args)
         result.assert_outcomes(passed=4)
         reports = pytester.path / "reports"
-        assert sorted(p.name for p in reports.iterdir()) == [
-            "report.html", "results.csv", "results.jsonl",
-        ]  # fmt: skip
+        # One run's reports; the previous run's, if any, moved into previous/.
+        current = sorted(p.name for p in reports.iterdir() if p.name != "previous")
+        assert current == ["report.html", "results.csv", "results.jsonl"]
         lines = (reports / "results.jsonl").read_text().splitlines()
         return sorted(
             (r["test_id"], r["output"], r["completion_tokens"]) for r in map(json.loads, lines)

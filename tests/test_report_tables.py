@@ -113,6 +113,7 @@ def full_record() -> dict[str, Any]:
         },
         "fingerprint": "126ee5cc092a",
         "cpu_model": "AMD EPYC 7B13",
+        "run_id": "20261201T204512-3f9a1c",
     }
 
 
@@ -173,6 +174,7 @@ FULL_CELLS = {
     "worker": "gw1",
     "fingerprint": "126ee5cc092a",
     "cpu_model": "AMD EPYC 7B13",
+    "run_id": "20261201T204512-3f9a1c",
 }
 
 
@@ -222,7 +224,7 @@ def test_the_frame_has_one_typed_row_per_record() -> None:
 #: Columns read from the ``energy`` reading, and from ``confidence``.
 ENERGY_COLUMNS = [c for c in DOCUMENTED[DOCUMENTED.index("joules") :] if c not in (
     "mean_prob", "min_prob", "first_token_prob", "perplexity", "entropy",
-    "host", "worker", "fingerprint", "cpu_model",
+    "host", "worker", "fingerprint", "cpu_model", "run_id",
 )]  # fmt: skip
 CONFIDENCE_COLUMNS = ["mean_prob", "min_prob", "first_token_prob", "perplexity", "entropy"]
 

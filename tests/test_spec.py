@@ -52,14 +52,72 @@ def test_alias_naming_two_models_is_an_error() -> None:
         parse_spec_list("m=local:a,m=local:b")
 
 
-@given(
-    provider=st.sampled_from(sorted(PROVIDERS)),
-    model=st.text(
-        alphabet=st.characters(blacklist_characters=",\n\r", blacklist_categories=["Cs"]),
-        min_size=1,
-    ).filter(lambda m: m.strip() == m and m != ""),
+#: What a model name may not hold (see the spec module): markup, quotes, whitespace,
+#: controls, format characters (bidi overrides), line and paragraph separators.
+UNSAFE_MODEL_CHARS = "<>\"'& \t\n\r\x00\x1b\x7f\x85\x9b\u00a0\u200b\u2028\u2029\u202e\u2066\ufeff"
+#: Every category a model name may hold: all but controls, format characters,
+#: separators (whitespace, line, paragraph) and surrogates.
+SAFE_CATEGORIES = ["L", "M", "N", "P", "S", "Co", "Cn"]
+safe_model = st.text(
+    alphabet=st.characters(
+        whitelist_categories=SAFE_CATEGORIES,  # type: ignore[arg-type]
+        blacklist_characters=",<>\"'&",
+    ),
+    min_size=1,
 )
+
+
+@given(provider=st.sampled_from(sorted(PROVIDERS)), model=safe_model)
 def test_roundtrip(provider: str, model: str) -> None:
     spec = parse_spec(f"{provider}:{model}")
     assert (spec.provider, spec.model, spec.alias) == (provider, model, None)
     assert parse_spec(spec.spec) == spec
+    assert parse_spec(f"a.b-c_1={spec.spec}") == ModelSpec(provider, model, alias="a.b-c_1")
+
+
+@given(
+    provider=st.sampled_from(sorted(PROVIDERS)),
+    before=safe_model,
+    bad=st.sampled_from(UNSAFE_MODEL_CHARS),
+    after=safe_model,
+)
+def test_unsafe_character_in_model_is_refused(
+    provider: str, before: str, bad: str, after: str
+) -> None:
+    """Test ids carry model names into pytest-html (unescaped) and terminals."""
+    text = f"{provider}:{before}{bad}{after}"
+    with pytest.raises(SpecError) as info:
+        parse_spec(text)
+    assert str(info.value).startswith(f"invalid character {bad!r} in model spec {text!r}: ")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "local:smollm2-135m",
+        "local:/abs/path/model.gguf",
+        "local:/models/v1.0+build_3/x.gguf",
+        "vllm:meta-llama/Llama-3.1-8B-Instruct",
+        "lmstudio:qwen2.5:7b",
+        "openai:ft:gpt-4o-mini:org@team:abc123",
+        "openai:model=with-equals",
+        "openai:gpt-4o-mini-2024-07-18",
+        "vllm:Qwen/Qwen2.5-7B-Instruct-AWQ~v2(beta)#3",
+        "vllm:模型/中文-7b",
+        "big=vllm:meta-llama/Llama-3.1-8B-Instruct",
+    ],
+)
+def test_model_names_in_use_stay_valid(text: str) -> None:
+    assert str(parse_spec(text)) == text
+
+
+@pytest.mark.parametrize(
+    "alias",
+    ["<img src=x onerror=alert(1)>", "a b", "fa\x1bst", "x&y", "m\u202e", 'q"', "é"],
+)
+def test_unsafe_alias_is_refused(alias: str) -> None:
+    text = f"{alias}=vllm:m"
+    with pytest.raises(SpecError) as info:
+        parse_spec(text)
+    assert str(info.value).startswith("invalid alias ")
+    assert repr(text) in str(info.value)

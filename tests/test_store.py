@@ -340,7 +340,7 @@ def test_resolve_missing_path_names_it(tmp_path: Path, home: Path) -> None:
 
 
 def test_resolve_directory_is_not_a_file(tmp_path: Path, home: Path) -> None:
-    with pytest.raises(ModelNotFound, match="no such file"):
+    with pytest.raises(ModelNotFound, match="is a folder, not a GGUF file"):
         resolve_local_model(str(tmp_path) + "/", home=home)
 
 

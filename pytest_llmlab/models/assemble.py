@@ -6,6 +6,7 @@ translates its wire format into these chunks, and so it can be tested on plain d
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any
@@ -18,8 +19,88 @@ from pytest_llmlab.models.base import (
     TopLogprob,
     Usage,
 )
+from pytest_llmlab.redact import redact_text
 
-__all__ = ["GenerationAssembler", "ThinkSplitter"]
+__all__ = ["GenerationAssembler", "ThinkSplitter", "chunk_problem"]
+
+#: Characters of a bad chunk quoted in the assembler's ValueError.
+_QUOTE_CHARS = 200
+
+
+def _kind(value: object) -> str:
+    """The JSON type of a decoded value, with its article: "a string", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _wrong(path: str, value: object, wanted: str) -> str:
+    return f"{path} is {_kind(value)}, not {wanted}"
+
+
+def chunk_problem(chunk: object) -> str | None:
+    """Why ``chunk`` is not a ``chat.completion.chunk`` the assembler can read (one
+    short phrase naming the field: ``choices[0].delta is a string, not an object``),
+    or None. Absent fields and nulls are fine; a field of the wrong type is not.
+    """
+    if not isinstance(chunk, dict):
+        return _wrong("the chunk", chunk, "an object")
+    for key in ("usage", "timings"):
+        if chunk.get(key) is not None and not isinstance(chunk[key], dict):
+            return _wrong(key, chunk[key], "an object")
+    choices = chunk.get("choices")
+    if choices is None:
+        return None
+    if not isinstance(choices, list):
+        return _wrong("choices", choices, "an array")
+    for i, choice in enumerate(choices):
+        path = f"choices[{i}]"
+        if not isinstance(choice, dict):
+            return _wrong(path, choice, "an object")
+        index = choice.get("index", 0)
+        if isinstance(index, bool) or not isinstance(index, int):
+            return _wrong(f"{path}.index", index, "an integer")
+        if choice.get("finish_reason") is not None and not isinstance(choice["finish_reason"], str):
+            return _wrong(f"{path}.finish_reason", choice["finish_reason"], "a string")
+        delta = choice.get("delta")
+        if delta is not None and not isinstance(delta, dict):
+            return _wrong(f"{path}.delta", delta, "an object")
+        for key in ("content", "reasoning_content", "reasoning"):
+            value = (delta or {}).get(key)
+            if value is not None and not isinstance(value, str):
+                return _wrong(f"{path}.delta.{key}", value, "a string")
+        problem = _logprobs_problem(choice.get("logprobs"), f"{path}.logprobs")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _logprobs_problem(logprobs: object, path: str) -> str | None:
+    if logprobs is None:
+        return None
+    if not isinstance(logprobs, dict):
+        return _wrong(path, logprobs, "an object")
+    content = logprobs.get("content")
+    if content is None:
+        return None
+    if not isinstance(content, list):
+        return _wrong(f"{path}.content", content, "an array")
+    for j, entry in enumerate(content):
+        # Entries without a usable logprob are skipped (`_token`), not errors.
+        top = entry.get("top_logprobs") if isinstance(entry, dict) else None
+        if top is not None and not isinstance(top, list):
+            return _wrong(f"{path}.content[{j}].top_logprobs", top, "an array")
+    return None
 
 
 class ThinkSplitter:
@@ -135,7 +216,16 @@ class GenerationAssembler:
         return "".join(self._answer)
 
     def add(self, chunk: dict[str, Any]) -> str:
-        """Take one chunk; return the answer text it adds (possibly empty)."""
+        """Take one chunk; return the answer text it adds (possibly empty).
+
+        A chunk of the wrong shape (see `chunk_problem`) raises ValueError naming the
+        field and quoting the chunk (cut to 200 characters); nothing of it is taken.
+        """
+        problem = chunk_problem(chunk)
+        if problem is not None:
+            dumped = json.dumps(chunk, ensure_ascii=False, default=str)
+            # Masked before it is cut (a cut key would show its start), quoted (repr).
+            raise ValueError(f"{problem}: {redact_text(dumped)[:_QUOTE_CHARS]!r}")
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
         if isinstance(chunk.get("timings"), dict):

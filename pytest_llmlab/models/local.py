@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_llmlab.errors import ModelNotFound, ModelUnavailable, hide_own_frames
 from pytest_llmlab.models.base import Request
+from pytest_llmlab.models.gguf import gguf_problem
 from pytest_llmlab.models.openai import ChunkStream, OpenAICompatible
 from pytest_llmlab.models.store import resolve_local_model
 
@@ -46,6 +47,7 @@ class EmbeddedLlamaCpp:
         threads: int,
         ctx: int,
         timeout_s: float,
+        deadline_s: float | None = None,
         announce: Callable[[str], None] | None = None,
     ) -> None:
         self.model = model
@@ -53,6 +55,7 @@ class EmbeddedLlamaCpp:
         self.threads = threads
         self.ctx = ctx
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s  # None: auto per request; 0: none
         self.endpoint = "embedded llama.cpp (not started)"
         self.path: Path | None = None
         self._announce = announce
@@ -105,8 +108,11 @@ class EmbeddedLlamaCpp:
         try:
             self._server = xllamacpp.Server(params)
         except RuntimeError as exc:
+            # llama.cpp's own words say little ("Failed to init server"): read the
+            # file's header for the reason.
+            reason = gguf_problem(self.path) or f"{exc} (its GGUF header reads fine)"
             raise ModelNotFound(
-                f"llama.cpp could not load {self.path} for {self.display}: {exc}"
+                f"llama.cpp could not load {self.path} for {self.display}: {reason}"
             ) from None
         address = str(self._server.listening_address).rstrip("/")
         self.endpoint = address + "/v1"
@@ -115,6 +121,7 @@ class EmbeddedLlamaCpp:
             display=self.display,
             base_url=self.endpoint,
             timeout_s=self.timeout_s,
+            deadline_s=self.deadline_s,
         )
 
     def stream_chunks(self, request: Request) -> ChunkStream:

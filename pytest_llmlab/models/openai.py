@@ -12,7 +12,8 @@ with a one-line message naming the model and the endpoint.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator
+import time
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,13 +28,25 @@ from pytest_llmlab.errors import (
     StreamError,
     hide_own_frames,
 )
+from pytest_llmlab.models.assemble import chunk_problem
 from pytest_llmlab.models.base import Request
 from pytest_llmlab.models.providers import PROVIDERS
-from pytest_llmlab.models.sse import iter_events, iter_lines
+from pytest_llmlab.models.sse import (
+    ServerSentEvent,
+    decode,
+    is_event_stream,
+    iter_events,
+    iter_lines,
+)
+from pytest_llmlab.redact import Redactor, current, terminal_safe, url_secrets
 
 __all__ = [
+    "AUTO_DEADLINE_MAX_S",
+    "AUTO_DEADLINE_S_PER_TOKEN",
+    "AUTO_DEADLINE_TOKENS",
     "ChunkStream",
     "OpenAICompatible",
+    "auto_deadline_s",
     "connect_reason",
     "is_loopback",
     "list_models",
@@ -45,17 +58,33 @@ __tracebackhide__ = hide_own_frames
 _OPENAI_CLOUD = str(PROVIDERS["openai"].default_base_url)
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _ERROR_BODY_LIMIT = 4096
+#: Bytes of a body kept to show what a server sent instead of events.
+_HEAD_BYTES = 100
+
+#: ``--llm-deadline=auto``: the timeout plus this much per token of ``max_tokens``
+#: (`AUTO_DEADLINE_TOKENS` when a request sets none), that part at most an hour.
+AUTO_DEADLINE_S_PER_TOKEN = 0.5
+AUTO_DEADLINE_TOKENS = 2048
+AUTO_DEADLINE_MAX_S = 3600.0
+
+
+def auto_deadline_s(timeout_s: float, max_tokens: int | None) -> float:
+    """The automatic deadline of one generation: ``timeout + 0.5 s x max_tokens``
+    (2048 tokens when unset), the per-token part capped at 3600 s."""
+    tokens = AUTO_DEADLINE_TOKENS if max_tokens is None else max(0, max_tokens)
+    return timeout_s + min(AUTO_DEADLINE_S_PER_TOKEN * tokens, AUTO_DEADLINE_MAX_S)
 
 
 def redact_url(url: str) -> str:
-    """Drop ``user:password@`` from a URL before it reaches a message or report."""
+    """Drop ``user:password@`` from a URL before it reaches a message or report.
+
+    Only the userinfo goes: the host is kept as written (``[::1]``), and a port that
+    does not parse is no reason to show a password.
+    """
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def is_loopback(url: str) -> bool:
@@ -95,23 +124,68 @@ def list_models(base_url: str, *, timeout_s: float = 10.0) -> list[str]:
     return [str(entry.get("id")) for entry in data if isinstance(entry, dict)]
 
 
-def _server_error_message(response: httpx.Response) -> str:
-    """The server's own words from an error body: OpenAI's ``error.message`` or raw text."""
+#: Characters of a server's message kept in an error, and of a quoted bad event.
+_MESSAGE_CHARS = 300
+_QUOTE_CHARS = 200
+
+
+def _shown(text: str, redactor: Redactor, limit: int = _MESSAGE_CHARS) -> str:
+    """Server text as an error shows it: credentials masked first, then cut to
+    ``limit`` characters, then control characters escaped (`terminal_safe`)."""
+    return terminal_safe(redactor.text(text)[:limit])
+
+
+def _quoted(text: str, redactor: Redactor) -> str:
+    """A bad event's data, masked, cut to 200 characters and quoted (``repr``).
+
+    JSON that spells a secret with escapes (``\\u0073k-...``) is shown decoded and
+    masked, re-encoded, rather than as written.
+    """
+    masked = redactor.text(text)
+    if "\\" in masked:
+        try:
+            decoded = json.loads(masked)
+        except ValueError:
+            pass
+        else:
+            plain = json.dumps(decoded, ensure_ascii=False)
+            shown = json.dumps(redactor.value(decoded), ensure_ascii=False)
+            if shown != plain:
+                masked = shown
+    return repr(masked[:_QUOTE_CHARS])
+
+
+def _server_error_message(response: httpx.Response, redactor: Redactor | None = None) -> str:
+    """The server's own words from an error body: OpenAI's ``error.message`` or raw text.
+
+    At most 4 KiB of the body is read; ``redactor`` (default: the process's,
+    `pytest_llmlab.redact.current`) masks credentials before anything is cut.
+    """
+    mask = current() if redactor is None else redactor
+    data = b""
     try:
-        raw = response.read()[:_ERROR_BODY_LIMIT].decode("utf-8", "replace")
+        for piece in response.iter_bytes():
+            data += piece
+            if len(data) > _ERROR_BODY_LIMIT:
+                break
     except httpx.HTTPError:
-        return response.reason_phrase or "no body"
+        return _shown(response.reason_phrase, mask) or "no body"
+    window = data[:_ERROR_BODY_LIMIT].decode("utf-8", "replace")
+    # A key cut by the window would show its first half: `clipped` drops that too.
+    raw = mask.clipped(window) if len(data) > _ERROR_BODY_LIMIT else mask.text(window)
+    message: object
     try:
         body = json.loads(raw)
     except ValueError:
-        return " ".join(raw.split())[:300] or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error", body)
+        message = " ".join(raw.split())
+    else:
+        error = body.get("error", body) if isinstance(body, dict) else body
         if isinstance(error, dict):
             message = error.get("message") or error.get("detail") or json.dumps(error)
-            return str(message)[:300]
-        return str(error)[:300]
-    return raw[:300]
+        else:
+            message = error if isinstance(error, str) else raw
+    # Masked again: a key written with JSON escapes only reads plainly once decoded.
+    return _shown(str(message), mask) or _shown(response.reason_phrase, mask)
 
 
 class OpenAICompatible:
@@ -127,13 +201,17 @@ class OpenAICompatible:
         api_key_env: str | None = None,
         require_key: bool = False,
         timeout_s: float = 120.0,
+        deadline_s: float | None = None,
         top_logprobs: int = 5,
     ) -> None:
+        """``timeout_s`` bounds the connect and each read; ``deadline_s`` a whole
+        generation (None: `auto_deadline_s`, 0: no deadline)."""
         self.model = model
         self.display = display
         self.base_url = base_url.rstrip("/")
         self.endpoint = redact_url(self.base_url)
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
         self.top_logprobs = top_logprobs
         self._api_key = api_key
         self._api_key_env = api_key_env
@@ -163,9 +241,11 @@ class OpenAICompatible:
     # -- availability -------------------------------------------------------------
 
     def ensure_available(self) -> None:
-        """Check once per session that the key is set and the endpoint accepts connections.
+        """Check once per session that the key is set and the endpoint answers.
 
-        Any HTTP answer counts as reachable: some servers have no ``/models`` route.
+        Any HTTP answer counts as reachable: some servers have no ``/models`` route. A
+        server that accepts the connection but sends nothing within the timeout is
+        unreachable too, once: every later test of the model errors at once.
         """
         __tracebackhide__ = hide_own_frames
         if self._available is None:
@@ -184,10 +264,17 @@ class OpenAICompatible:
                 f"(endpoint {self.endpoint})"
             )
         try:
-            self._client.get(f"{self.base_url}/models").close()
+            # The status line and headers are the answer: the body is not waited for.
+            with self._client.stream("GET", f"{self.base_url}/models"):
+                pass
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
             raise EndpointUnreachable(
                 f"cannot reach {self.endpoint} for {self.display}: {connect_reason(exc)}"
+            ) from None
+        except httpx.TimeoutException:  # connected, then silence (read, write or pool)
+            raise EndpointUnreachable(
+                f"no answer from {self.endpoint} for {self.display}: it accepted the "
+                f"connection but sent nothing within {self.timeout_s:g} s (--llm-timeout)"
             ) from None
         except httpx.HTTPError:
             pass  # it answered something; the real request will say what is wrong
@@ -218,7 +305,25 @@ class OpenAICompatible:
         return body
 
     def stream_chunks(self, request: Request) -> ChunkStream:
-        return ChunkStream(self, self.request_body(request))
+        deadline_s, source = self.deadline_for(request)
+        return ChunkStream(self, self.request_body(request), deadline_s=deadline_s, source=source)
+
+    def deadline_for(self, request: Request) -> tuple[float | None, str]:
+        """Seconds the whole generation may take (None: no deadline) and where that
+        figure comes from, for the message that names it."""
+        if self.deadline_s is not None:
+            return (self.deadline_s or None), "--llm-deadline"
+        tokens = request.max_tokens
+        per_token = AUTO_DEADLINE_S_PER_TOKEN * (AUTO_DEADLINE_TOKENS if tokens is None else tokens)
+        if per_token >= AUTO_DEADLINE_MAX_S:
+            how = f"+ {AUTO_DEADLINE_MAX_S:g} s, the most"
+        elif tokens is None:
+            how = (
+                f"+ {AUTO_DEADLINE_S_PER_TOKEN:g} s x {AUTO_DEADLINE_TOKENS} tokens (no max_tokens)"
+            )
+        else:
+            how = f"+ {AUTO_DEADLINE_S_PER_TOKEN:g} s x {tokens} max_tokens"
+        return auto_deadline_s(self.timeout_s, tokens), f"--llm-deadline=auto: --llm-timeout {how}"
 
     def close(self) -> None:
         self._client.close()
@@ -226,21 +331,41 @@ class OpenAICompatible:
     def _describe(self) -> str:
         return f"{self.endpoint} for {self.display}"
 
+    def redactor(self) -> Redactor:
+        """What masks server text of this endpoint: its key and base-URL credentials,
+        and every secret of the process (`pytest_llmlab.redact.current`)."""
+        return current() | Redactor([self._api_key or "", *url_secrets(self.base_url)])
+
     def scrub(self, text: str) -> str:
-        """Mask the API key in server text: some servers echo it in 401 messages."""
-        if self._api_key and len(self._api_key) >= 4:
-            return text.replace(self._api_key, "***")
-        return text
+        """Mask every credential in server text: some servers echo the key in 401s."""
+        return self.redactor().text(text)
 
 
 class ChunkStream:
-    """One open streamed request: iterate for chunk dicts, `close` to stop it early."""
+    """One open streamed request: iterate for chunk dicts, `close` to stop it early.
 
-    def __init__(self, owner: OpenAICompatible, body: dict[str, Any]) -> None:
+    ``deadline_s`` bounds the whole request (None: unbounded but for each read's
+    timeout); ``source`` says where that figure came from, for its message.
+    """
+
+    def __init__(
+        self,
+        owner: OpenAICompatible,
+        body: dict[str, Any],
+        *,
+        deadline_s: float | None = None,
+        source: str = "--llm-deadline",
+    ) -> None:
         self._owner = owner
         self._body = body
+        self._deadline_s = deadline_s
+        self._deadline_source = source
+        self._deadline_at: float | None = None
         self._iterator: Generator[dict[str, Any], None, None] | None = None
         self.chunks_received = 0
+        self._choices_seen = False
+        self._head = b""  # the body's first bytes, to show what came instead of events
+        self._bytes_received = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self._iterator is None:
@@ -257,38 +382,42 @@ class ChunkStream:
         owner = self._owner
         url = f"{owner.base_url}/chat/completions"
         where = owner._describe()
+        deadline = self._deadline_s
+        if deadline is not None:
+            self._deadline_at = time.monotonic() + deadline
+        # No single read outlasts the deadline, so a silent server meets it too.
+        read_s = owner.timeout_s if deadline is None else min(owner.timeout_s, deadline)
+        timeout = httpx.Timeout(owner.timeout_s, read=read_s)
         try:
-            with owner._client.stream("POST", url, json=self._body) as response:
-                if response.status_code >= 400:
-                    raise HTTPStatusError(
-                        f"HTTP {response.status_code} from {where}: "
-                        f"{owner.scrub(_server_error_message(response))}",
-                        status_code=response.status_code,
-                    )
-                content_type = response.headers.get("content-type", "")
-                if "text/event-stream" not in content_type:
-                    raise StreamError(
-                        f"{where} answered {content_type or 'no content type'!s} "
-                        "instead of an event stream (does it support stream=true?)"
-                    )
+            with owner._client.stream("POST", url, json=self._body, timeout=timeout) as response:
+                self._check_answer(response, where)
                 done = False
-                for event in iter_events(iter_lines(response.iter_text())):
+                unfinished: list[ServerSentEvent] = []
+                for event in self._events(response, where, unfinished.append):
                     if event.data.strip() == "[DONE]":
                         done = True
                         break
                     chunk = self._decode(event.data, where)
                     self.chunks_received += 1
+                    self._choices_seen = self._choices_seen or bool(chunk.get("choices"))
                     yield chunk
+                # A server that closes right after "data: [DONE]", without the blank
+                # line that would dispatch it, has still finished.
+                done = done or any(e.data.strip() == "[DONE]" for e in unfinished)
                 if not done:
+                    raise StreamError(self._ended_early(where))
+                if not self._choices_seen:
                     raise StreamError(
-                        f"stream from {where} ended before [DONE] "
-                        f"after {self.chunks_received} chunks"
+                        f"stream from {where} sent [DONE] after {self.chunks_received} "
+                        "chunks without a single choice: no answer and no finish reason"
                     )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise EndpointUnreachable(
                 f"cannot reach {owner.endpoint} for {owner.display}: {connect_reason(exc)}"
             ) from None
         except httpx.TimeoutException:
+            if deadline is not None and (deadline <= owner.timeout_s or self._past_deadline()):
+                raise self._deadline_error(where) from None
             raise GenerationTimeout(
                 f"no data from {where} within {owner.timeout_s:g} s (--llm-timeout) "
                 f"after {self.chunks_received} chunks"
@@ -303,6 +432,99 @@ class ChunkStream:
                 f"request to {where} failed: {type(exc).__name__}: {exc}"
             ) from None
 
+    def _check_answer(self, response: httpx.Response, where: str) -> None:
+        """Raise unless the answer is an event stream: an HTTP error status, a
+        redirect (not followed: say where to), another content type."""
+        __tracebackhide__ = hide_own_frames
+        owner = self._owner
+        status = response.status_code
+        if status >= 400:
+            raise HTTPStatusError(
+                f"HTTP {status} from {where}: {_server_error_message(response, owner.redactor())}",
+                status_code=status,
+            )
+        if 300 <= status < 400:
+            raise HTTPStatusError(
+                f"HTTP {status} from {where}: redirected to {self._location(response)} "
+                "(redirects are not followed: set the base URL to the new address)",
+                status_code=status,
+            )
+        content_type = response.headers.get("content-type", "")
+        if not is_event_stream(content_type):
+            shown = _shown(content_type, owner.redactor(), 100) if content_type else ""
+            raise StreamError(
+                f"{where} answered {shown or 'no content type'} "
+                "instead of an event stream (does it support stream=true?)"
+            )
+
+    def _location(self, response: httpx.Response) -> str:
+        """Where a redirect points, absolute, without ``user:password@``, made safe."""
+        location = response.headers.get("location", "")
+        if not location:
+            return "nowhere (no Location header)"
+        try:
+            target = str(response.url.join(location))
+        except (httpx.InvalidURL, ValueError):
+            target = location
+        return _shown(redact_url(target), self._owner.redactor())
+
+    def _events(
+        self,
+        response: httpx.Response,
+        where: str,
+        on_incomplete: Callable[[ServerSentEvent], object],
+    ) -> Iterator[ServerSentEvent]:
+        """The body's events (UTF-8, WHATWG rules); one over the size limit per event
+        is a StreamError."""
+        __tracebackhide__ = hide_own_frames
+        try:
+            yield from iter_events(
+                iter_lines(decode(self._body_bytes(response, where))),
+                on_incomplete=on_incomplete,
+            )
+        except ValueError as exc:  # the parser's limit, with its reason
+            raise StreamError(
+                f"stream from {where} failed after {self.chunks_received} chunks: {exc}"
+            ) from None
+
+    def _body_bytes(self, response: httpx.Response, where: str) -> Iterator[bytes]:
+        """The body as it arrives, its first bytes kept, the deadline checked on every
+        piece (comments and keep-alives included)."""
+        __tracebackhide__ = hide_own_frames
+        for data in response.iter_bytes():
+            if len(self._head) < _HEAD_BYTES:
+                self._head += data[: _HEAD_BYTES - len(self._head)]
+            self._bytes_received += len(data)
+            if self._past_deadline():
+                raise self._deadline_error(where)
+            yield data
+
+    def _past_deadline(self) -> bool:
+        return self._deadline_at is not None and time.monotonic() >= self._deadline_at
+
+    def _deadline_error(self, where: str) -> GenerationTimeout:
+        return GenerationTimeout(
+            f"generation from {where} did not finish within its {self._deadline_s:g} s "
+            f"deadline ({self._deadline_source}) after {self.chunks_received} chunks"
+        )
+
+    def _ended_early(self, where: str) -> str:
+        """The message of a stream that ended before [DONE]: with what it sent
+        instead when that was not a single chunk."""
+        message = f"stream from {where} ended before [DONE] after {self.chunks_received} chunks"
+        if self.chunks_received:
+            return message
+        if not self._bytes_received:
+            return f"{message}: the body was empty"
+        head = _quoted(self._head.decode("utf-8", "replace"), self._owner.redactor())
+        return f"{message}: no event in its {self._bytes_received} bytes, which begin {head}"
+
+    def _malformed(self, where: str, problem: str | None, data: str) -> StreamError:
+        return StreamError(
+            f"malformed chunk in stream from {where} after {self.chunks_received} chunks: "
+            f"{problem or 'not a chat.completion.chunk'}: {_quoted(data, self._owner.redactor())}"
+        )
+
     def _decode(self, data: str, where: str) -> dict[str, Any]:
         __tracebackhide__ = hide_own_frames
         try:
@@ -310,14 +532,21 @@ class ChunkStream:
         except ValueError:
             raise StreamError(
                 f"malformed JSON in stream from {where} after {self.chunks_received} "
-                f"chunks: {self._owner.scrub(data[:200])!r}"
+                f"chunks: {_quoted(data, self._owner.redactor())}"
             ) from None
         if not isinstance(chunk, dict):
-            raise StreamError(f"unexpected event in stream from {where}: {data[:200]!r}")
+            raise self._malformed(where, chunk_problem(chunk), data)
         if "error" in chunk and not chunk.get("choices"):
             error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else error
+            if isinstance(error, dict):
+                message = error.get("message") or error.get("detail") or json.dumps(error)
+            else:
+                message = error
             raise StreamError(
-                f"error event in stream from {where}: {self._owner.scrub(str(message))}"
+                f"error event in stream from {where}: "
+                f"{_shown(str(message), self._owner.redactor())}"
             )
+        problem = chunk_problem(chunk)
+        if problem is not None:
+            raise self._malformed(where, problem, data)
         return chunk

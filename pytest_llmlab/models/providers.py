@@ -3,13 +3,16 @@
 Spec parsing (which prefixes exist), settings (each provider's base-URL option, its ini
 key and environment variables), the provider registry (which wire-protocol module
 streams it, which variable holds its API key, whether the key is mandatory), the
-``llmlab`` command and the README's provider table all read `PROVIDERS`. Adding a
+``llmlab`` command and the README's provider table all read `PROVIDERS`; the key
+variables are registered with `pytest_llmlab.redact`, which masks their values. Adding a
 provider is one entry here plus its protocol module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from pytest_llmlab.redact import register_key_variables
 
 __all__ = ["PROVIDERS", "ProviderInfo"]
 
@@ -84,3 +87,6 @@ PROVIDERS: dict[str, ProviderInfo] = {
         ),
     )
 }
+
+# Every key variable is a secret the redaction step masks wherever text leaves the process.
+register_key_variables(info.api_key_env for info in PROVIDERS.values() if info.api_key_env)

@@ -20,7 +20,7 @@ __all__ = ["ProviderPool"]
 
 
 class ProviderPool:
-    """One provider per (provider, model) in this process, closed at session end.
+    """One provider per model (per alias) in this process, closed at session end.
 
     Constructed from plain values (not the settings object), so the models package
     does not depend on `pytest_llmlab.config`.
@@ -31,23 +31,29 @@ class ProviderPool:
         *,
         base_urls: Mapping[str, str],
         timeout_s: float,
+        deadline_s: float | None = None,
         threads: int | None = None,
         ctx: int = 4096,
         announce: Callable[[str], None] | None = None,
     ) -> None:
         self._base_urls = dict(base_urls)
         self._timeout_s = timeout_s
+        self._deadline_s = deadline_s  # None: auto per request; 0: none
         self._threads = threads
         self._ctx = ctx
         self._announce = announce
         self._providers: dict[str, Provider] = {}
 
     def get(self, spec: ModelSpec) -> Provider:
-        """The provider of ``spec``'s model, built (not started) on first use."""
-        provider = self._providers.get(spec.spec)
+        """The provider of ``spec``'s model, built (not started) on first use.
+
+        One per display name: two aliases of one model each get their own, so every
+        message names the alias the test used (for ``local:``, two servers).
+        """
+        provider = self._providers.get(spec.display)
         if provider is None:
             provider = self._build(spec)
-            self._providers[spec.spec] = provider
+            self._providers[spec.display] = provider
         return provider
 
     def _build(self, spec: ModelSpec) -> Provider:
@@ -59,6 +65,7 @@ class ProviderPool:
                 threads=self._threads or default_threads(),
                 ctx=self._ctx,
                 timeout_s=self._timeout_s,
+                deadline_s=self._deadline_s,
                 announce=self._announce,
             )
         base_url = self._base_urls.get(spec.provider) or str(info.default_base_url)
@@ -70,6 +77,7 @@ class ProviderPool:
             api_key_env=info.api_key_env,
             require_key=info.requires_key(base_url),
             timeout_s=self._timeout_s,
+            deadline_s=self._deadline_s,
         )
 
     def close(self) -> None:

@@ -2,11 +2,17 @@
 
 ``provider`` is split at the first colon only, so model names may hold colons
 (``ollama:qwen2.5:7b``) and local paths may be absolute (``local:/models/x.gguf``).
+
+Specs and aliases become test ids, which some reports render as markup (pytest-html
+writes them unescaped), and terminal lines: an alias is letters, digits, ``_``, ``-``
+and ``.``; a model name may hold anything printable but ``< > " ' &``, whitespace and
+control or format characters (escape sequences, bidi overrides, line separators).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from pytest_llmlab.errors import LLMLabError
@@ -15,7 +21,12 @@ from pytest_llmlab.option_values import split_list
 
 __all__ = ["ModelSpec", "SpecError", "parse_spec", "parse_spec_list"]
 
-_ALIAS_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_ALIAS_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+#: Characters no model name may hold (besides whitespace and `_UNSAFE_CATEGORIES`).
+_UNSAFE_CHARS = frozenset("<>\"'&")
+#: Unicode categories no model name may hold: controls, format characters (bidi
+#: overrides, zero-width marks), line and paragraph separators, lone surrogates.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 class SpecError(LLMLabError, ValueError):
@@ -57,7 +68,7 @@ def parse_spec(text: str) -> ModelSpec:
     head, sep, rest = raw.partition("=")
     if sep and ":" not in head:
         alias, body = head.strip(), rest.strip()
-        if not alias or not _ALIAS_RE.match(alias):
+        if not alias or not _ALIAS_RE.fullmatch(alias):
             raise SpecError(
                 f"invalid alias {alias!r} in model spec {raw!r}: use letters, digits, '_', '-', '.'"
             )
@@ -73,7 +84,25 @@ def parse_spec(text: str) -> ModelSpec:
             f"unknown provider {provider!r} in model spec {raw!r} "
             f"(valid providers: {_valid_providers()})"
         )
+    bad = _unsafe_char(model)
+    if bad is not None:
+        raise SpecError(
+            f"invalid character {bad!r} in model spec {raw!r}: a model name may not hold "
+            "< > \" ' &, whitespace or control characters"
+        )
     return ModelSpec(provider=provider, model=model, alias=alias)
+
+
+def _unsafe_char(model: str) -> str | None:
+    """The first character of ``model`` that a test id must not carry, or None."""
+    for char in model:
+        if (
+            char in _UNSAFE_CHARS
+            or char.isspace()
+            or unicodedata.category(char) in _UNSAFE_CATEGORIES
+        ):
+            return char
+    return None
 
 
 def parse_spec_list(values: str | list[str] | tuple[str, ...]) -> list[ModelSpec]:

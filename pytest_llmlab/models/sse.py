@@ -1,73 +1,179 @@
-"""A small Server-Sent Events parser (the WHATWG event-stream format).
+"""The event-stream parser: the WHATWG HTML spec's "interpreting an event stream".
 
 OpenAI-compatible servers send ``data: {json}`` events separated by blank lines and end
-with ``data: [DONE]``; some add ``: keep-alive`` comments or ``event:`` names. This
-parser follows the spec's field rules so every one of them reads the same way.
+with ``data: [DONE]``; some add ``: keep-alive`` comments, ``event:``, ``id:`` or
+``retry:`` lines. Three lazy stages, each linear in the length of the stream:
+
+- `decode`: the body's bytes as text, always UTF-8 whatever ``charset`` the
+  Content-Type claims; one leading byte order mark is dropped, invalid bytes become
+  U+FFFD.
+- `iter_lines`: lines end at CRLF, LF or CR, and nowhere else.
+- `iter_events`: a blank line dispatches the event; a line starting with ``:`` is a
+  comment; otherwise the field name runs to the first colon (a line without one is a
+  field with an empty value) and one space after the colon is dropped. ``data`` lines
+  are joined with LF, ``event`` names the event (``message`` when unnamed), ``id`` sets
+  the last event ID (unless it contains U+0000), ``retry`` sets the reconnection time
+  when it is all ASCII digits, other fields are ignored. A block without data
+  dispatches nothing, and an event the stream ends inside is not dispatched (it is
+  handed to ``on_incomplete``).
+
+One event, and one line, may hold at most `MAX_EVENT_SIZE` characters (16 MiB of
+ASCII): a larger one raises ValueError with the reason, so a server that never ends a
+line cannot make the client buffer without bound.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["ServerSentEvent", "iter_events", "iter_lines"]
+from pytest_llmlab.errors import hide_own_frames
+
+__all__ = [
+    "MAX_EVENT_SIZE",
+    "ServerSentEvent",
+    "decode",
+    "is_event_stream",
+    "iter_events",
+    "iter_lines",
+]
+
+# Errors of the reader pass through these generators: keep them out of tracebacks.
+__tracebackhide__ = hide_own_frames
+
+#: The most characters one event (its data lines together) or one line may hold.
+MAX_EVENT_SIZE = 16 * 1024 * 1024
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
+_BOM = "\ufeff"
 
 
-def iter_lines(chunks: Iterable[str]) -> Iterator[str]:
+def is_event_stream(content_type: str) -> bool:
+    """Whether a Content-Type is ``text/event-stream`` (parameters and case ignored)."""
+    return content_type.partition(";")[0].strip().lower() == "text/event-stream"
+
+
+def decode(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The UTF-8 text of a byte stream, cut anywhere: a leading BOM dropped, invalid
+    (or cut-off) sequences replaced by U+FFFD, the Content-Type's charset ignored."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    first = True
+    for chunk in chunks:
+        text = decoder.decode(chunk)
+        if first and text:
+            first = False
+            text = text.removeprefix(_BOM)
+        if text:
+            yield text
+    tail = decoder.decode(b"", final=True)
+    if first:
+        tail = tail.removeprefix(_BOM)
+    if tail:
+        yield tail
+
+
+def _too_large(limit: int) -> ValueError:
+    size = f"{limit // (1024 * 1024)} MiB" if limit % (1024 * 1024) == 0 else f"{limit} characters"
+    return ValueError(f"an event larger than {size} (the limit per event)")
+
+
+def iter_lines(chunks: Iterable[str], *, max_size: int | None = MAX_EVENT_SIZE) -> Iterator[str]:
     """Split decoded text into SSE lines at CR, LF or CRLF only.
 
     ``str.splitlines`` (and so httpx's ``iter_lines``) also splits at U+2028, U+2029
     and U+0085, which a model may well generate inside a token: that would cut a
-    ``data:`` line in two.
+    ``data:`` line in two. Each chunk is scanned once (a line is kept as its pieces
+    until it ends), so one huge line costs linear time; a line longer than
+    ``max_size`` raises ValueError. Text after the last line end is the last line.
     """
-    pending = ""
+    pieces: list[str] = []  # the unfinished line, from earlier chunks
+    size = 0
+    after_cr = False  # the last chunk ended in CR: an LF starting this one is its CRLF
     for chunk in chunks:
-        pending += chunk
+        if not chunk:
+            continue
+        if after_cr and chunk[0] == "\n":
+            chunk = chunk[1:]
+        after_cr = chunk.endswith("\r")
         start = 0
-        for match in _LINE_END.finditer(pending):
-            if match.group() == "\r" and match.end() == len(pending):
-                break  # may be the first half of a CRLF split across chunks
-            yield pending[start : match.start()]
+        for match in _LINE_END.finditer(chunk):
+            end = match.start()
+            if max_size is not None and size + end - start > max_size:
+                raise _too_large(max_size)
+            if pieces:
+                pieces.append(chunk[start:end])
+                yield "".join(pieces)
+                pieces, size = [], 0
+            else:
+                yield chunk[start:end]
             start = match.end()
-        pending = pending[start:]
-    if pending:  # text without a line end, or one held back for a CR that was last
-        yield pending.removesuffix("\r")
+        if start < len(chunk):
+            size += len(chunk) - start
+            if max_size is not None and size > max_size:
+                raise _too_large(max_size)
+            pieces.append(chunk[start:])
+    if pieces:
+        yield "".join(pieces)
 
 
 @dataclass(frozen=True, slots=True)
 class ServerSentEvent:
+    """One dispatched event.
+
+    ``id`` is the last event ID the stream had set when it was dispatched (``""``:
+    none); ``retry`` the reconnection time in ms the stream had set (None: none).
+    """
+
     event: str
     data: str
+    id: str = ""
+    retry: int | None = None
 
 
-def iter_events(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
-    """Yield one event per blank-line-terminated block of ``data:`` lines.
+def iter_events(
+    lines: Iterable[str],
+    *,
+    max_size: int | None = MAX_EVENT_SIZE,
+    on_incomplete: Callable[[ServerSentEvent], object] | None = None,
+) -> Iterator[ServerSentEvent]:
+    """Yield one event per blank-line-terminated block that has ``data:`` lines.
 
-    A block still pending when the stream ends is yielded too (the spec drops it): a
-    server that closes right after ``data: [DONE]`` without the final blank line has
-    still finished properly, and a truncated JSON payload is caught by the caller.
+    Lines may still carry their line end. An event whose data grows past ``max_size``
+    characters raises ValueError. The block the stream ends inside is not dispatched
+    (the spec discards it); if it has data, ``on_incomplete`` receives it, so a caller
+    can tell a server that closed right after ``data: [DONE]`` (without the final
+    blank line) from a cut stream.
     """
-    event = "message"
+    event_type = ""
     data: list[str] = []
+    size = -1  # the joined data's length: the values plus one LF between each two
+    last_id = ""
+    retry: int | None = None
     for raw in lines:
         line = raw.rstrip("\r\n")
         if not line:
             if data:
-                yield ServerSentEvent(event, "\n".join(data))
-            event, data = "message", []
+                yield ServerSentEvent(event_type or "message", "\n".join(data), last_id, retry)
+            event_type, data, size = "", [], -1
             continue
-        if line.startswith(":"):
+        if line[0] == ":":
             continue  # comment / keep-alive
-        field, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
+        field, _, value = line.partition(":")
+        if value[:1] == " ":
             value = value[1:]
         if field == "data":
+            size += len(value) + 1
+            if max_size is not None and size > max_size:
+                raise _too_large(max_size)
             data.append(value)
         elif field == "event":
-            event = value or "message"
-        # "id" and "retry" matter to reconnecting browsers, not to one request.
-    if data:
-        yield ServerSentEvent(event, "\n".join(data))
+            event_type = value
+        elif field == "id" and "\0" not in value:  # an id with a NUL is ignored
+            last_id = value
+        elif field == "retry" and value.isascii() and value.isdigit():
+            retry = int(value)
+        # any other field (or a bogus id / retry) is ignored
+    if data and on_incomplete is not None:
+        on_incomplete(ServerSentEvent(event_type or "message", "\n".join(data), last_id, retry))

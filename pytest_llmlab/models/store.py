@@ -213,6 +213,11 @@ def resolve_local_model(
     looks_like_path = "/" in model or model.endswith(".gguf") or model.startswith("~")
     if looks_like_path:
         path = Path(model).expanduser()
+        if path.is_dir():
+            raise ModelNotFound(
+                f"local:{model}: {path} is a folder, not a GGUF file (name the .gguf inside "
+                "it, or copy it into the model store and use local:<name>)"
+            )
         if not path.is_file():
             raise ModelNotFound(f"local:{model}: no such file {path}")
         if not is_gguf(path):

@@ -13,6 +13,7 @@ each affected reading with its share. Shared measured components become
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -83,17 +84,19 @@ def _rewrite(energy: dict[str, Any], results: dict[str, Attributed]) -> None:
         energy["net_joules"] = total - energy["baseline_w"] * duration
 
 
-def attribute_records(records: Sequence[Mapping[str, Any]]) -> int:
+def attribute_records(records: Sequence[Mapping[str, Any]]) -> Counter[str]:
     """Attribute over all records' windows; rewrite shared readings in place.
 
-    Returns how many records changed. Records whose windows overlap nothing keep their
-    gross reading untouched (attributed energy equals the window's own delta).
+    Returns how many readings changed, by their provenance after the change
+    (``measured-apportioned``, ``estimated``...): empty when none did. Records whose
+    windows overlap nothing keep their gross reading untouched (attributed energy
+    equals the window's own delta).
     """
+    changed: Counter[str] = Counter()
     windows = _windows(records)
     if not windows:
-        return 0
+        return changed
     attributed = attribute(windows)
-    changed = 0
     for record in records:
         energy = record.get("energy")
         if not isinstance(energy, dict) or not energy.get("windows"):
@@ -106,5 +109,5 @@ def attribute_records(records: Sequence[Mapping[str, Any]]) -> int:
         warnings = sorted({r.warning for r in results.values() if r.warning})
         if warnings:
             energy["attribution_warning"] = "; ".join(warnings)
-        changed += 1
+        changed[str(energy.get("provenance"))] += 1
     return changed

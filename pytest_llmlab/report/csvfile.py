@@ -14,6 +14,10 @@ comma-separated (quoted where a cell needs it), ``\\n`` line ends, a header line
 that is not valid Unicode, a lone surrogate, is written backslash-escaped).
 Missing values are empty cells; floats are written as ``repr`` writes them, the
 shortest text that reads back as the same number; booleans are ``True``/``False``.
+Text cells are untrusted (model names, categories, a server's finish reason): one
+that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, which a
+spreadsheet would run as a formula, gets a leading ``'`` (`pytest_llmlab.redact.csv_cell`,
+OWASP's advice); numeric columns, and text that is a plain number, stay as they are.
 
 The columns come from `records_frame` (the DataFrame); each is formatted to text and
 quoted as `csv.writer`'s default dialect quotes (``QUOTE_MINIMAL``: a cell with a
@@ -39,6 +43,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_llmlab.redact import csv_cell
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped]
@@ -102,6 +108,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "worker",
     "fingerprint",
     "cpu_model",
+    "run_id",
 )
 
 _INT = "Int64"
@@ -167,6 +174,7 @@ _SOURCES: dict[str, tuple[str, str, str]] = {
     "worker": ("record", "worker", _TEXT),
     "fingerprint": ("record", "fingerprint", _TEXT),
     "cpu_model": ("record", "cpu_model", _TEXT),
+    "run_id": ("record", "run_id", _TEXT),
 }
 assert tuple(_SOURCES) == CSV_COLUMNS
 
@@ -245,12 +253,18 @@ _CHUNK_ROWS = 10_000  # rows joined per write: bounded memory, few system calls
 
 def _cell(value: Any, missing: Any) -> str:
     """The text of one value of an object column: empty for None, NaN and ``missing``
-    (pandas' NA); ``repr`` for floats; ``str`` for anything else."""
+    (pandas' NA); ``repr`` for floats; text defused (`csv_cell`); ``str`` for anything
+    else."""
     if value is None or value is missing:
         return ""
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
-    return str(value)
+    return str(csv_cell(value) if isinstance(value, str) else value)
+
+
+def _defused(cells: list[str]) -> list[str]:
+    """Text cells with every would-be formula defused (`csv_cell`)."""
+    return [str(csv_cell(cell)) for cell in cells]
 
 
 def _float_cells(series: Any) -> list[str]:
@@ -292,7 +306,8 @@ def _text_columns(frame: Any) -> list[list[str]]:
         elif series.dtype == object:  # values of any type (a hand-edited record)
             columns.append(_quoted([_cell(v, missing) for v in series.tolist()]))
         else:  # Int64, boolean, string: pandas formats them, NA is empty
-            columns.append(_quoted(series.astype("string").fillna("").tolist()))
+            cells = series.astype("string").fillna("").tolist()
+            columns.append(_quoted(_defused(cells) if series.dtype == _TEXT else cells))
     return columns
 
 

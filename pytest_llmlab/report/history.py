@@ -313,8 +313,9 @@ def session_history(
 
     The comparison comes first, so ``compare_with="latest"`` means the run before this
     one. A baseline that cannot be read (the first run of a new history) is a warning
-    line, not a failure, as in pytest-benchmark, and so is a history that cannot be
-    written. ``failures`` holds the regressions beyond ``checks`` (`Comparison.failures`).
+    line, as in pytest-benchmark, unless ``checks`` gate on it: a gate fails closed, so
+    a missing baseline is then a failure. A history that cannot be written is a
+    warning. ``failures`` holds the regressions beyond ``checks`` (`Comparison.failures`).
     """
     lines: list[str] = []
     failures: list[str] = []
@@ -322,7 +323,14 @@ def session_history(
         try:
             baseline = load_source(compare_with, path)
         except HistoryError as exc:
-            lines.append(f"llmlab compare: not compared: {exc}")
+            if checks:
+                gate = ",".join(str(check) for check in checks)
+                failures.append(
+                    f"llmlab compare: no baseline to gate on: {exc}; "
+                    f"--llm-compare-fail={gate} cannot pass without one"
+                )
+            else:
+                lines.append(f"llmlab compare: not compared: {exc}")
         else:
             comparison = compare_runs(baseline.records, records, prices=prices, kwh_price=kwh_price)
             lines.append(f"llmlab compare: against {baseline.description}")

@@ -19,6 +19,9 @@ errors) is untrusted:
 * a Content-Security-Policy meta tag allows no network access, no plugins, and only
   our own script (by a per-render nonce), so markup that slipped through would not run.
 
+Every credential in use is masked (`pytest_llmlab.redact.current`) in each text before
+it is cut to `TEXT_LIMIT`, so no key is left half readable by the cut.
+
 Scale: summaries and charts use every record; the table data is compact (repeated
 strings are stored once) and texts are cut to `TEXT_LIMIT` characters each, with
 at most `TEXT_BUDGET` bytes of text in all (failing generations first), so 100k
@@ -49,6 +52,7 @@ import jinja2
 from markupsafe import Markup
 
 from pytest_llmlab import __version__
+from pytest_llmlab.redact import Redactor, current
 from pytest_llmlab.report.summary import (
     BOOTSTRAP_MAX_N,
     ModelRow,
@@ -539,9 +543,16 @@ class _TableStats:
 
 
 def _details(
-    record: Mapping[str, Any], texts: _Interner, limit: int, stats: _TableStats
+    record: Mapping[str, Any],
+    texts: _Interner,
+    limit: int,
+    stats: _TableStats,
+    mask: Redactor,
 ) -> tuple[list[int], int]:
-    """One detail entry (text indices, -1 for empty) and the bytes it added."""
+    """One detail entry (text indices, -1 for empty) and the bytes it added.
+
+    Credentials are masked before a text is cut: a cut key would leave half readable.
+    """
     fields = {
         "prompt": _as_text(record.get("prompt")),
         "output": _as_text(record.get("output")),
@@ -555,7 +566,7 @@ def _details(
     entry: list[int] = []
     added = 0
     for name, _heading in _DETAIL_SECTIONS:
-        text, was_cut = _cut(fields[name], limit)
+        text, was_cut = _cut(mask.text(fields[name]), limit)
         stats.cut += was_cut
         if not text:
             entry.append(-1)
@@ -579,11 +590,12 @@ def _table_data(
     detail_of: dict[int, int] = {}
     details: list[list[int]] = []
     used = 0
+    mask = current()
     failed = [outcome_passed(r.get("outcome")) is False for r in records]
     failing = [i for i, fail in enumerate(failed) if fail]
     others = [i for i, fail in enumerate(failed) if not fail]
     for index in failing + others:
-        entry, added = _details(records[index], texts, text_limit, stats)
+        entry, added = _details(records[index], texts, text_limit, stats, mask)
         if used + added > text_budget:
             break
         used += added

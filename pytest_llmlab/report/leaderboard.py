@@ -16,8 +16,9 @@ generations, its mean ``energy.wh_per_1k`` (`model_summary`'s), and the summed c
 (`prices.generation_cost`; None when no generation could be priced). Rows are ranked by
 total points (most first), then Wh/1k (least first, unknown last), then name.
 
-`format_leaderboard` writes the rows as Markdown (cells escaped for ``|`` and HTML),
-CSV or JSON.
+`format_leaderboard` writes the rows as Markdown (cells escaped for ``|``, HTML and
+control characters), CSV (text that a spreadsheet would run as a formula gets a leading
+``'``, `pytest_llmlab.redact.csv_cell`) or JSON.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_llmlab.redact import csv_cell, terminal_safe
 from pytest_llmlab.report.prices import Price, generation_cost
 from pytest_llmlab.report.summary import (
     finite_values,
@@ -137,20 +139,23 @@ def _groups(rows: Sequence[LeaderboardRow]) -> list[str]:
 
 
 def _md(text: str) -> str:
-    """A Markdown table cell: HTML escaped, ``|`` escaped, on one line."""
+    """A Markdown table cell: HTML escaped, ``|`` escaped, on one line, no control
+    characters (it is printed to a terminal)."""
     escaped = html.escape(text, quote=False).replace("|", "\\|")
-    return " ".join(escaped.split())
+    return terminal_safe(" ".join(escaped.split()))
+
+
+def _csv_line(cells: Sequence[object]) -> str:
+    """One CSV row ending in ``\\n``. Written with a ``\\r\\n`` terminator, so the csv
+    module quotes a cell holding a lone ``\\r`` too (with ``\\n`` it would not, and a
+    reader would take that ``\\r`` for a line break)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(cells)
+    return out.getvalue()[:-2] + "\n"
 
 
 def _num(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}g}"
-
-
-def _csv_cell(value: Any) -> Any:
-    """Text that a spreadsheet would run as a formula gets a leading quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 def format_leaderboard(rows: Sequence[LeaderboardRow], fmt: str = "md") -> str:
@@ -164,20 +169,22 @@ def format_leaderboard(rows: Sequence[LeaderboardRow], fmt: str = "md") -> str:
     if fmt == "json":
         return json.dumps([row.to_dict() for row in rows], indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
         group_columns = [c for g in groups for c in (g, f"{g} tests")]
-        writer.writerow(
-            [_csv_cell(c) for c in ["model", *group_columns, "total", "tests"]]
-            + ["tokens_per_s", "wh_per_1k", "cost"]
-        )
+        lines = [
+            _csv_line(
+                [csv_cell(c) for c in ["model", *group_columns, "total", "tests"]]
+                + ["tokens_per_s", "wh_per_1k", "cost"]
+            )
+        ]
         for row in rows:
             counts = [c for g in groups for c in (row.points.get(g, ""), row.tests.get(g, ""))]
-            writer.writerow(
-                [_csv_cell(row.model), *counts, row.total, row.total_tests]
-                + ["" if v is None else v for v in (row.tokens_per_s, row.wh_per_1k, row.cost)]
+            lines.append(
+                _csv_line(
+                    [csv_cell(row.model), *counts, row.total, row.total_tests]
+                    + ["" if v is None else v for v in (row.tokens_per_s, row.wh_per_1k, row.cost)]
+                )
             )
-        return out.getvalue()
+        return "".join(lines)
     if fmt != "md":
         raise ValueError(f"unknown leaderboard format {fmt!r}; formats: {', '.join(FORMATS)}")
     header = ["Model", *groups, "Total", "tokens/s", "Wh/1k", "Cost"]

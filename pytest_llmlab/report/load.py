@@ -7,43 +7,68 @@ line number, never a crash of the re-render.
 
 from __future__ import annotations
 
-import json
+import functools
+import types
+import typing
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RecordLineWarning", "iter_records", "load_records"]
+from pytest_llmlab.results import RecordLineWarning, iter_json_lines
 
-
-class RecordLineWarning(UserWarning):
-    """A line of a results file that is not a record; it was skipped."""
+__all__ = [
+    "RecordLineWarning",
+    "iter_records",
+    "load_records",
+    "wrong_field",
+]
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Each record of a JSONL file in order; bad lines warn and are skipped."""
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                warnings.warn(
-                    f"{path}:{number}: skipped a line that is not JSON ({exc.msg})",
-                    RecordLineWarning,
-                    stacklevel=2,
-                )
-                continue
-            if not isinstance(record, dict) or "test_id" not in record:
-                warnings.warn(
-                    f"{path}:{number}: skipped a line that is not a record (no test_id)",
-                    RecordLineWarning,
-                    stacklevel=2,
-                )
-                continue
-            yield record
+    """Each record of a JSONL file in order; bad lines warn and are skipped: not JSON,
+    not a record (no ``test_id``), or a field of the wrong type (``"outcome": []``)."""
+    for record in iter_json_lines(path):
+        line = record.pop("__line__")
+        problem = "no test_id" if "test_id" not in record else wrong_field(record)
+        if problem is not None:
+            warnings.warn(
+                f"{path}:{line}: skipped a line that is not a record ({problem})",
+                RecordLineWarning,
+                stacklevel=2,
+            )
+            continue
+        yield record
+
+
+@functools.cache
+def _field_types() -> dict[str, tuple[type, ...]]:
+    """The JSON types each `Record` field may hold: its annotation's, or null."""
+    from pytest_llmlab.results import Record
+
+    def types_of(hint: Any) -> tuple[type, ...]:
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            return tuple(t for arg in typing.get_args(hint) for t in types_of(arg))
+        if hint is float:
+            return (float, int)  # JSON has one number type
+        if hint is type(None):
+            return (type(None),)
+        origin = typing.get_origin(hint)
+        return (origin if isinstance(origin, type) else hint,)
+
+    # None is every report's missing value: a field may always be null.
+    return {
+        name: (*types_of(hint), type(None)) for name, hint in typing.get_type_hints(Record).items()
+    }
+
+
+def wrong_field(record: dict[str, Any]) -> str | None:
+    """``"field 'outcome' is a list"`` for the first field of a type its `Record`
+    annotation does not allow, else None. Unknown keys are allowed (newer writers)."""
+    for name, allowed in _field_types().items():
+        if name in record and not isinstance(record[name], allowed):
+            return f"field {name!r} is {type(record[name]).__name__}"
+    return None
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:

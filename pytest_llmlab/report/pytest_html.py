@@ -10,9 +10,6 @@ import html
 
 import pytest
 
-from pytest_llmlab.report.terminal import junit_properties
-from pytest_llmlab.results import RECORDS_ATTR
-
 __all__ = ["PytestHtmlColumns"]
 
 
@@ -29,7 +26,9 @@ class PytestHtmlColumns:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
-        records = getattr(report, RECORDS_ATTR, None) or []
-        props = dict(junit_properties(records)) if records else {}
+        # The test's short `junit_properties`, which the plugin puts in the item's
+        # user_properties (shared by its reports): the records themselves leave the
+        # report once written.
+        props = {str(k): str(v) for k, v in report.user_properties if str(k) in self._PROPERTIES}
         at = min(3, len(cells))
         cells[at:at] = [f"<td>{html.escape(props.get(name, ''))}</td>" for name in self._PROPERTIES]

@@ -2,24 +2,42 @@
 
 Registered from ``pytest_configure`` on the controller only (the way pytest registers
 its JUnit XML writer and xdist its distributed session), it owns the run's report
-state: it appends every record to ``results.jsonl`` as its test reports (under xdist,
-for every worker), and at session end runs the energy attribution pass over all
-windows, writes ``results.csv`` and ``report.html``, saves and compares the run in the
-history (failing the session on a regression), and writes the terminal and GitHub
-summaries.
+state: it holds the report folder's lock (`ReportFolder`), appends every record to
+``results.jsonl`` as its test reports (under xdist, for every worker; the records of a
+test whose worker died come from that worker's spool), and at session end reads the
+records back from disk, runs the energy attribution pass over all windows, writes
+``results.csv`` and ``report.html``, saves and compares the run in the history
+(failing the session on a regression), and writes the terminal and GitHub summaries.
+Records are not kept in memory during the run. SIGTERM is handled like Ctrl-C, so a
+CI job that is cancelled still writes every report.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_llmlab.config import Settings
 from pytest_llmlab.fingerprint import hardware, hardware_fingerprint
-from pytest_llmlab.results import RECORDS_ATTR, JsonlWriter, Record
+from pytest_llmlab.report.folder import ReportFolder, spool_path
+from pytest_llmlab.report.interrupts import Interrupts
+from pytest_llmlab.results import (
+    RECORDS_ATTR,
+    JsonlWriter,
+    crashed_test_records,
+    record_key,
+    reported_records,
+)
+
+if TYPE_CHECKING:
+    from pytest_llmlab.report.summary import ModelRow
+
+#: What xdist's report of a test whose worker died has as its phase.
+_CRASH_PHASE = "???"
 
 __all__ = ["ReportSession"]
 
@@ -29,29 +47,104 @@ class ReportSession:
 
     name = "llmlab-report-session"
 
-    def __init__(self, settings: Settings, folder: Path, invocation_dir: Path) -> None:
+    def __init__(
+        self, settings: Settings, folder: ReportFolder, run_id: str, invocation_dir: Path
+    ) -> None:
+        """``folder`` must be acquired already (see `ReportFolder.acquire`)."""
         self.settings = settings
         self.folder = folder
-        self.writer = JsonlWriter(folder / "results.jsonl")
+        self.run_id = run_id
+        self.writer = JsonlWriter(folder.path / "results.jsonl")
         self._invocation_dir = invocation_dir
-        self.records: list[Record] = []
         #: Distinct energy setups seen in records (every worker's), in arrival order.
         self.energy_notes: dict[str, None] = {}
-        self.attributed = 0
+        self.recovered = 0
+        #: `record_key` of every record written: what a spool holds beyond it is missing.
+        self._written_keys: set[tuple[object, ...]] = set()
+        #: Readings attribution changed, by provenance (see `attribute_records`).
+        self.attributed: Counter[str] = Counter()
         self.written: list[Path] = []
         self.history_lines: list[str] = []
         self.history_failures: list[str] = []
+        self.rows: list[ModelRow] = []
+        self.interrupts = Interrupts()
+
+    @classmethod
+    def start(cls, config: pytest.Config, settings: Settings) -> ReportSession | None:
+        """Lock the report folder, register a new session as a plugin and take over
+        SIGTERM; None for ``--help``/``--version``. A folder that cannot be used is a
+        `pytest.UsageError` naming it."""
+        from pytest_llmlab.config import report_dir
+        from pytest_llmlab.report.folder import ReportFolderError, new_run_id
+
+        if config.option.help or config.option.version:
+            return None
+        folder = ReportFolder(report_dir(settings, config.invocation_params.dir))
+        try:
+            folder.acquire()
+        except ReportFolderError as exc:
+            raise pytest.UsageError(f"pytest-llmlab: {exc}") from None
+        session = cls(settings, folder, new_run_id(), config.invocation_params.dir)
+        config.pluginmanager.register(session, cls.name)
+        session.interrupts.install()
+        if config.pluginmanager.hasplugin("html"):
+            from pytest_llmlab.report.pytest_html import PytestHtmlColumns
+
+            config.pluginmanager.register(PytestHtmlColumns(), "llmlab-pytest-html")
+        return session
+
+    # -- workers ------------------------------------------------------------------
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Tell each xdist worker the run id and where to spool (builtin types only)."""
+        node.workerinput["llmlab_run_id"] = self.run_id
+        node.workerinput["llmlab_report_dir"] = str(self.folder.path)
 
     # -- as tests report ----------------------------------------------------------
 
+    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for value in getattr(report, RECORDS_ATTR, None) or ():
+        """Write the report's records, then drop them from it: pytest keeps every
+        report until the session ends (for its summary), and the records are on disk.
+        Last, so that other plugins (pytest-html's columns) have seen them."""
+        records: list[Any] = list(getattr(report, RECORDS_ATTR, None) or ())
+        if records:
+            setattr(report, RECORDS_ATTR, [])
+        if report.when == _CRASH_PHASE:  # its worker died: what did it spool?
+            worker = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None)
+            if worker is not None:
+                spool = spool_path(self.folder.path, self.run_id, str(worker))
+                records = list(crashed_test_records(spool, report.nodeid, report.longreprtext))
+                self.recovered += len(records)
+        for value in records:
             if isinstance(value, dict):
-                self.writer.write(value)
-                self.records.append(value)  # type: ignore[arg-type]  # shipped as JSON
-                energy = value.get("energy") or {}
-                if isinstance(energy, dict) and energy.get("note"):
-                    self.energy_notes.setdefault(str(energy["note"]))
+                self._write(value)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if not self.folder.held:  # released at collection: no test here should record
+            raise RuntimeError(
+                f"pytest-llmlab: a record arrived after {self.folder.path} was released"
+            )
+        with self.interrupts.critical():
+            self.folder.start_run(self.run_id)  # the previous run's files move aside once
+            self.writer.write(record)
+            self._written_keys.add(record_key(record))
+        energy = record.get("energy") or {}
+        if isinstance(energy, dict) and energy.get("note"):
+            self.energy_notes.setdefault(str(energy["note"]))
+
+    def _recover_reported(self) -> None:
+        """Write the finished records that workers spooled but whose reports never
+        reached this process (an interrupted controller stops reading them)."""
+        spools = self.folder.path / ".spool" / self.run_id
+        if not spools.is_dir():
+            return
+        for spool in sorted(spools.glob("*.jsonl")):
+            for record in reported_records(spool):
+                if record_key(record) not in self._written_keys:
+                    self._write(dict(record))
+                    self.recovered += 1
 
     # -- at the end ---------------------------------------------------------------
 
@@ -61,28 +154,38 @@ class ReportSession:
         file with the attributed readings, then write the CSV and HTML reports and the
         history."""
         from pytest_llmlab.report.attribution_pass import attribute_records
+        from pytest_llmlab.report.load import load_records
 
-        self.attributed = attribute_records(self.records)
-        if self.attributed:
-            self.writer.rewrite(self.records)
-        if not self.records:
+        self._recover_reported()
+        self.writer.close()
+        if not self.writer.count:
             return
+        # Every worker is down by now: all records are in the file, spools are spent.
+        self.folder.remove_spool(self.run_id)
+        records = load_records(self.writer.path)
+        self.attributed = attribute_records(records)
+        if self.attributed:
+            self.writer.rewrite(records)
         # Imported here: pandas and jinja2 cost every pytest start otherwise.
         from pytest_llmlab.report.csvfile import write_csv
         from pytest_llmlab.report.html import write_html
 
-        write_csv(self.records, self.folder / "results.csv")
+        folder = self.folder.path
+        write_csv(records, folder / "results.csv")
         write_html(
-            self.records,
-            self.folder / "report.html",
-            title=f"pytest-llmlab: {session.config.rootpath.name}",
+            records,
+            folder / "report.html",
+            title=f"pytest-llmlab: {session.config.rootpath.name} (run {self.run_id})",
             meter_setup="; ".join(self.energy_notes) or None,
             hardware={**hardware(), "fingerprint": hardware_fingerprint()},
         )
-        self.written = [self.folder / "results.csv", self.folder / "report.html"]
-        self._history(session)
+        self.written = [folder / "results.csv", folder / "report.html"]
+        self._history(session, records)
+        from pytest_llmlab.report.summary import model_summary
 
-    def _history(self, session: pytest.Session) -> None:
+        self.rows = model_summary(records)
+
+    def _history(self, session: pytest.Session, records: list[dict[str, Any]]) -> None:
         """Compare with the baseline and save the run (--llm-compare / --llm-save)."""
         settings = self.settings
         save_as = settings.save
@@ -97,7 +200,7 @@ class ReportSession:
         if not path.is_absolute():
             path = self._invocation_dir / path
         outcome = session_history(
-            self.records,
+            records,
             path=path,
             save_as=save_as,
             compare_with=settings.compare,
@@ -120,17 +223,22 @@ class ReportSession:
         write(f"llmlab: {self.writer.count} generation(s) recorded in {self.writer.path}")
         for note in self.energy_notes:
             write(f"llmlab energy: {note}")
-        if self.attributed:
+        if self.recovered:
             write(
-                f"llmlab energy: {self.attributed} reading(s) overlapped others on the same "
-                "host and were apportioned (measured-apportioned)"
+                f"llmlab: {self.recovered} record(s) recovered from worker spools (a worker "
+                "died, or the session stopped before it read their reports)"
+            )
+        if self.attributed:
+            counts = ", ".join(f"{n} {p}" for p, n in sorted(self.attributed.items()))
+            write(
+                f"llmlab energy: {self.attributed.total()} reading(s) overlapped others on "
+                f"the same host and got their share of the energy ({counts})"
             )
         for path in self.written:
             write(f"llmlab: wrote {path}")
-        from pytest_llmlab.report.summary import model_summary
         from pytest_llmlab.report.terminal import append_github_summary, terminal_table
 
-        rows = model_summary(self.records)
+        rows = self.rows
         if rows:
             terminalreporter.write_sep("-", "llmlab: models")
             for line in terminal_table(rows):
@@ -147,4 +255,7 @@ class ReportSession:
                 write(line, red=True)
 
     def close(self) -> None:
+        """Close the file, release the folder and restore the signal handlers."""
         self.writer.close()
+        self.folder.release()
+        self.interrupts.restore()
