@@ -9,6 +9,7 @@ import httpcore  # noqa: F401  (see below)
 import httpx  # noqa: F401  (see below)
 import pandas  # type: ignore[import-untyped]  # noqa: F401  (see below)
 import pytest
+from loopback import LoopbackServer, serve_loopback
 
 from pytest_llmlab.models.local import EmbeddedLlamaCpp
 from pytest_llmlab.models.store import store_home
@@ -36,6 +37,13 @@ def embedded() -> Iterator[EmbeddedLlamaCpp]:
     provider.ensure_available()
     yield provider
     provider.close()
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    """A running loopback protocol double (stopped, threads joined, at teardown)."""
+    with serve_loopback() as double:
+        yield double
 
 
 @pytest.fixture(autouse=True)

@@ -226,6 +226,8 @@ class _State:
     models_route: bool = True
     silent: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
+    #: False: keep no request (a long soak must not measure the double's own growth).
+    keep_requests: bool = True
     errors: list[BaseException] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event = field(default_factory=threading.Event)
@@ -258,8 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
             raw_body=raw,
         )
         state = self.server.state
-        with state.lock:
-            state.requests.append(recorded)
+        if state.keep_requests:
+            with state.lock:
+                state.requests.append(recorded)
         return recorded
 
     def _head(
@@ -553,8 +556,8 @@ class _Server(socketserver.ThreadingMixIn, HTTPServer):
 class LoopbackServer:
     """The running double. Use `serve_loopback` (or ``with LoopbackServer() as s``)."""
 
-    def __init__(self) -> None:
-        self._state = _State()
+    def __init__(self, *, keep_requests: bool = True) -> None:
+        self._state = _State(keep_requests=keep_requests)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 

@@ -15,9 +15,9 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
+from clients import DISPLAY, Binder, Bound, generate_error
 
 # tests/ has no __init__.py: pytest puts it on sys.path, so the helper imports as `loopback`.
 from loopback import (
@@ -33,7 +33,6 @@ from loopback import (
     http_error,
     json_answer,
     malformed,
-    serve_loopback,
     stall,
     stream,
     until_disconnect,
@@ -44,78 +43,18 @@ from pytest_llmlab.errors import (
     GenerationError,
     GenerationTimeout,
     HTTPStatusError,
-    LLMLabError,
     MissingAPIKey,
     StreamError,
 )
-from pytest_llmlab.llm import LLM
-from pytest_llmlab.models.base import Generation
-from pytest_llmlab.models.openai import OpenAICompatible
-from pytest_llmlab.models.spec import ModelSpec
 
-DISPLAY = "vllm:test-model"
 API_KEY = "sk-loopback-SECRET-7f3a9c"
 
 
 @pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    """A running loopback protocol double (stopped, threads joined, at teardown)."""
-    with serve_loopback() as double:
-        yield double
-
-
-@dataclass
-class Bound:
-    llm: LLM
-    provider: OpenAICompatible
-    records: list[Generation]
-
-
-@pytest.fixture
-def bind() -> Iterator[Callable[..., Bound]]:
-    """Build an `LLM` over `OpenAICompatible` for a base URL; everything closed at teardown."""
-    made: list[Bound] = []
-
-    def make(
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        require_key: bool = False,
-        api_key_env: str = "VLLM_API_KEY",
-        timeout_s: float = 5.0,
-        display: str = DISPLAY,
-    ) -> Bound:
-        provider = OpenAICompatible(
-            model="test-model",
-            display=display,
-            base_url=base_url,
-            api_key=api_key,
-            api_key_env=api_key_env,
-            require_key=require_key,
-            timeout_s=timeout_s,
-        )
-        records: list[Generation] = []
-        llm = LLM(
-            model_spec=ModelSpec("vllm", "test-model"),
-            temperature=0.0,
-            provider=provider,
-            recorder=records.append,
-        )
-        bound = Bound(llm, provider, records)
-        made.append(bound)
-        return bound
-
-    yield make
-    for bound in made:
-        bound.llm.close()
-        bound.provider.close()
-
-
-def generate_error(bound: Bound) -> LLMLabError:
-    """Run one generation that must fail; return the error."""
-    with pytest.raises(LLMLabError) as info:
-        bound.llm.generate("Say hello.")
-    return info.value
+def bind() -> Iterator[Binder]:
+    """`Binder` of `LLM`s over `OpenAICompatible`; everything closed at teardown."""
+    with Binder() as binder:
+        yield binder
 
 
 # -- unreachable endpoints ------------------------------------------------------------

@@ -31,7 +31,6 @@ from loopback import (
     error_event,
     http_error,
     malformed,
-    serve_loopback,
     stream,
 )
 
@@ -74,12 +73,6 @@ def no_installed_secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     redact.reset()
     yield
     redact.reset()
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with serve_loopback() as double:
-        yield double
 
 
 @pytest.fixture

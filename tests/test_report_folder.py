@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +35,10 @@ def _wait_for(path: Path, seconds: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def _holder(pytester: pytest.Pytester, *, llm: bool) -> tuple[Path, Path]:
-    """A test file whose one test (an LLM test, or a plain one) holds its session open
-    until the ``release`` file appears; it touches ``holding`` once running."""
+@contextmanager
+def _holding_session(pytester: pytest.Pytester, *, llm: bool) -> Iterator[subprocess.Popen[bytes]]:
+    """A pytest session whose one test (an LLM test, or a plain one) runs until the
+    block ends; the block starts once that test is running."""
     flag, release = pytester.path / "holding", pytester.path / "release"
     pytester.makepyfile(
         test_hold=f"""
@@ -48,12 +51,7 @@ def _holder(pytester: pytest.Pytester, *, llm: bool) -> tuple[Path, Path]:
                 time.sleep(0.05)
         """
     )
-    return flag, release
-
-
-def test_second_session_on_the_same_folder_fails_at_configure(pytester: pytest.Pytester) -> None:
-    flag, release = _holder(pytester, llm=True)
-    first = subprocess.Popen(
+    session = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_hold.py"],
         cwd=pytester.path,
         stdout=subprocess.DEVNULL,
@@ -61,10 +59,15 @@ def test_second_session_on_the_same_folder_fails_at_configure(pytester: pytest.P
     )
     try:
         _wait_for(flag)
-        second = pytester.runpytest_subprocess("test_hold.py")
+        yield session
     finally:
         release.touch()
-        first.wait(timeout=60)
+        session.wait(timeout=60)
+
+
+def test_second_session_on_the_same_folder_fails_at_configure(pytester: pytest.Pytester) -> None:
+    with _holding_session(pytester, llm=True) as first:
+        second = pytester.runpytest_subprocess("test_hold.py")
     assert first.returncode == 0
     assert second.ret == pytest.ExitCode.USAGE_ERROR
     message = [line for line in second.errlines if "pytest-llmlab" in line]
@@ -76,20 +79,9 @@ def test_second_session_on_the_same_folder_fails_at_configure(pytester: pytest.P
 
 def test_a_session_without_llm_tests_does_not_hold_the_folder(pytester: pytest.Pytester) -> None:
     """Plain unit tests running beside an LLM session never block it."""
-    flag, release = _holder(pytester, llm=False)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_hold.py"],
-        cwd=pytester.path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for(flag)
+    with _holding_session(pytester, llm=False) as first:
         pytester.makepyfile(test_llm="def test_llm(llm_spec):\n    assert llm_spec\n")
         second = pytester.runpytest_subprocess("test_llm.py")
-    finally:
-        release.touch()
-        first.wait(timeout=60)
     assert (first.returncode, second.ret) == (0, pytest.ExitCode.OK)
 
 

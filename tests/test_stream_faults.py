@@ -14,10 +14,10 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from clients import DISPLAY, Binder, Bound, generate_error
 
 # tests/ has no __init__.py: pytest puts it on sys.path, so the helper imports as `loopback`.
 from loopback import (
@@ -36,7 +36,6 @@ from pytest_llmlab.errors import (
     EndpointUnreachable,
     GenerationTimeout,
     HTTPStatusError,
-    LLMLabError,
     StreamError,
 )
 from pytest_llmlab.llm import LLM
@@ -46,57 +45,16 @@ from pytest_llmlab.models.base import Generation, Request
 from pytest_llmlab.models.openai import OpenAICompatible, auto_deadline_s
 from pytest_llmlab.models.spec import ModelSpec
 
-DISPLAY = "vllm:test-model"
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    """A running loopback protocol double (stopped, threads joined, at teardown)."""
-    with serve_loopback() as double:
-        yield double
-
-
-@dataclass
-class Bound:
-    llm: LLM
-    provider: OpenAICompatible
-    records: list[Generation]
-
 
 @pytest.fixture
 def bind() -> Iterator[Callable[..., Bound]]:
-    """An `LLM` over `OpenAICompatible` for a base URL; everything closed at teardown."""
-    made: list[Bound] = []
+    """`Binder` of `LLM`s without a deadline unless a test gives one; closed at teardown."""
+    with Binder() as binder:
 
-    def make(base_url: str, *, timeout_s: float = 5.0, deadline_s: float | None = 0) -> Bound:
-        provider = OpenAICompatible(
-            model="test-model",
-            display=DISPLAY,
-            base_url=base_url,
-            timeout_s=timeout_s,
-            deadline_s=deadline_s,
-        )
-        records: list[Generation] = []
-        llm = LLM(
-            model_spec=ModelSpec("vllm", "test-model"),
-            temperature=0.0,
-            provider=provider,
-            recorder=records.append,
-        )
-        made.append(Bound(llm, provider, records))
-        return made[-1]
+        def make(base_url: str, **kwargs: Any) -> Bound:
+            return binder(base_url, **{"deadline_s": 0, **kwargs})
 
-    yield make
-    for bound in made:
-        bound.llm.close()
-        bound.provider.close()
-
-
-def generate_error(bound: Bound, **kwargs: Any) -> LLMLabError:
-    """Run one generation that must fail; return the error."""
-    with pytest.raises(LLMLabError) as info:
-        bound.llm.generate("Say hello.", **kwargs)
-    return info.value
+        yield make
 
 
 def sse_body(*payloads: dict[str, Any] | str) -> bytes:
