@@ -11,7 +11,9 @@ import pandas  # type: ignore[import-untyped]  # noqa: F401  (see below)
 import pytest
 from loopback import LoopbackServer, serve_loopback
 
+from pytest_llmlab import redact
 from pytest_llmlab.models.local import EmbeddedLlamaCpp
+from pytest_llmlab.models.providers import PROVIDERS
 from pytest_llmlab.models.store import store_home
 
 # pytester's in-process runs drop the modules a run imported; numpy (under pandas, which
@@ -44,6 +46,17 @@ def server() -> Iterator[LoopbackServer]:
     """A running loopback protocol double (stopped, threads joined, at teardown)."""
     with serve_loopback() as double:
         yield double
+
+
+@pytest.fixture
+def fresh_process_redactor(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The test starts with no secret installed and no provider key in the environment."""
+    for info in PROVIDERS.values():
+        if info.api_key_env:
+            monkeypatch.delenv(info.api_key_env, raising=False)
+    redact.reset()
+    yield
+    redact.reset()
 
 
 @pytest.fixture(autouse=True)

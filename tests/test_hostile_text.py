@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clients import Binder
 from loopback import (
     LoopbackServer,
     Script,
@@ -39,9 +40,7 @@ from pytest_llmlab.config import SettingsError, build_settings
 from pytest_llmlab.errors import LLMLabError
 from pytest_llmlab.llm import LLM
 from pytest_llmlab.models.base import Generation
-from pytest_llmlab.models.openai import OpenAICompatible, redact_url
-from pytest_llmlab.models.providers import PROVIDERS
-from pytest_llmlab.models.spec import ModelSpec
+from pytest_llmlab.models.openai import redact_url
 from pytest_llmlab.report.csvfile import CSV_COLUMNS, write_csv
 from pytest_llmlab.report.html import render_html
 from pytest_llmlab.report.leaderboard import format_leaderboard, leaderboard
@@ -64,45 +63,19 @@ def leaks(text: str, secrets: tuple[str, ...] = (KEY, KEY_B64)) -> list[str]:
     return found
 
 
-@pytest.fixture(autouse=True)
-def no_installed_secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process-wide redactor starts empty and no provider key is set."""
-    for info in PROVIDERS.values():
-        if info.api_key_env:
-            monkeypatch.delenv(info.api_key_env, raising=False)
-    redact.reset()
-    yield
-    redact.reset()
+pytestmark = pytest.mark.usefixtures("fresh_process_redactor")
 
 
 @pytest.fixture
 def client() -> Iterator[Callable[..., tuple[LLM, list[Generation]]]]:
     """An `LLM` over `OpenAICompatible` at a base URL, with a key; closed at teardown."""
-    made: list[tuple[LLM, OpenAICompatible]] = []
+    with Binder() as binder:
 
-    def make(base_url: str, api_key: str | None = KEY) -> tuple[LLM, list[Generation]]:
-        provider = OpenAICompatible(
-            model="test-model",
-            display=DISPLAY,
-            base_url=base_url,
-            api_key=api_key,
-            api_key_env="VLLM_API_KEY",
-            timeout_s=5.0,
-        )
-        records: list[Generation] = []
-        llm = LLM(
-            model_spec=ModelSpec("vllm", "test-model"),
-            temperature=0.0,
-            provider=provider,
-            recorder=records.append,
-        )
-        made.append((llm, provider))
-        return llm, records
+        def make(base_url: str, api_key: str | None = KEY) -> tuple[LLM, list[Generation]]:
+            bound = binder(base_url, api_key=api_key, display=DISPLAY, deadline_s=None)
+            return bound.llm, bound.records
 
-    yield make
-    for llm, provider in made:
-        llm.close()
-        provider.close()
+        yield make
 
 
 def failure(llm: LLM) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import re
 from collections import namedtuple
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -28,15 +27,7 @@ from pytest_llmlab.redact import (
 KEY = "sk-test-8f2Kq9zLmW4xR7vB"
 
 
-@pytest.fixture(autouse=True)
-def fresh_process_redactor(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test starts with nothing installed and no provider key in the environment."""
-    for info in PROVIDERS.values():
-        if info.api_key_env:
-            monkeypatch.delenv(info.api_key_env, raising=False)
-    redact.reset()
-    yield
-    redact.reset()
+pytestmark = pytest.mark.usefixtures("fresh_process_redactor")
 
 
 # --------------------------------------------------------------------------- Redactor
