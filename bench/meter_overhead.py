@@ -270,6 +270,7 @@ class FakeNvml:
 
     NVML_SUCCESS = 0
     NVML_VALUE_TYPE_UNSIGNED_INT = 1
+    NVML_POWER_SCOPE_MODULE = 1  # pynvml's value; the fake answers every scope alike
 
     def __init__(self, gpus: Sequence[FakeGpu]) -> None:
         self.gpus = list(gpus)
@@ -310,7 +311,7 @@ class FakeNvml:
         return gpu.energy_mj
 
     def nvmlDeviceGetFieldValues(
-        self, handle: object, field_ids: list[int], /
+        self, handle: object, field_ids: list[int | tuple[int, int]], /
     ) -> list[FakeFieldValue]:
         gpu = self._gpu(handle)
         return [

@@ -31,7 +31,8 @@ __all__ = [
 #: What ``--llm-meter`` accepts (a comma list of the hardware ones and ``estimate``).
 METER_CHOICES = ("auto", "rapl", "nvml", "estimate", "none")
 
-_PASS_RULE = re.compile(r"^(rate|wilson|pass@(\d+)|pass\^(\d+))$")
+#: ``[0-9]``, not ``\d``: ``\d`` also matches other scripts' digits (Arabic-Indic...).
+_PASS_RULE = re.compile(r"(rate|wilson|pass@([0-9]+)|pass\^([0-9]+))")
 
 
 def split_list(values: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -58,16 +59,18 @@ def parse_meter_choice(raw: str) -> tuple[str, ...]:
 
 
 def parse_pass_rule(raw: str) -> tuple[str, int]:
-    """``rate`` | ``wilson`` | ``pass@K`` | ``pass^K`` -> (rule, k)."""
+    """``rate`` | ``wilson`` | ``pass@K`` | ``pass^K`` -> (rule, k), K >= 1."""
     text = raw.strip().lower()
-    match = _PASS_RULE.match(text)
+    match = _PASS_RULE.fullmatch(text)
     if not match:
         raise ValueError(f"{raw!r} is not a pass rule (rate, wilson, pass@K, pass^K)")
-    if match.group(2):
-        return "pass@k", int(match.group(2))
-    if match.group(3):
-        return "pass^k", int(match.group(3))
-    return text, 1
+    digits = match.group(2) or match.group(3)
+    if digits is None:
+        return text, 1
+    k = int(digits)
+    if k < 1:
+        raise ValueError(f"{raw!r}: K must be at least 1 (pass@K and pass^K look at K of the runs)")
+    return ("pass@k" if match.group(2) else "pass^k"), k
 
 
 # -- regression gates (--llm-compare-fail) ----------------------------------------------

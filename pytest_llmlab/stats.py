@@ -10,13 +10,14 @@ Pure Python (``math``, ``statistics``, ``random``); no numpy or scipy.
   seeded (reproducible) bootstrap confidence interval of its mean.
 * `finite_or_none`: a value read from a record as a finite float, or None.
 
-Counts (``successes``, ``n``, ``k`` ...) are ints; every bad argument raises ValueError
-naming the argument and its value.
+Counts (``successes``, ``n``, ``k`` ...) are ints (not bools, not whole floats); every
+bad argument raises ValueError naming the argument and its value.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import random
 import statistics
 from collections.abc import Callable, Sequence
@@ -70,7 +71,10 @@ def finite_or_none(value: object) -> float | None:
 
 
 def _check_count(name: str, value: int) -> None:
-    """Raise ValueError unless ``value`` is a non-negative count."""
+    """Raise ValueError unless ``value`` is a non-negative count: an integer (numpy's
+    too), not a bool, not a float even if whole (``1.0`` is a measurement, not a count)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer count, got {value!r}")  # noqa: TRY004
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
 
@@ -211,6 +215,7 @@ def decided(
     """
     _check_count("successes", successes)
     _check_count("failures", failures)
+    _check_count("total_runs", total_runs)
     if total_runs < 1:
         raise ValueError(f"total_runs must be >= 1, got {total_runs!r}")
     if successes + failures > total_runs:

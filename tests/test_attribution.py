@@ -9,6 +9,7 @@ processes' by whole wraps, as RAPL's do between xdist workers.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_llmlab.energy.attribution import Attributed, attribute
-from pytest_llmlab.energy.base import TokenSegment, Window
+from pytest_llmlab.energy.base import CounterEvent, TokenSegment, Window
 
 S = 1_000_000_000  # ns per second
 
@@ -611,3 +612,165 @@ def test_twenty_thousand_windows_attribute_in_reasonable_time() -> None:
         total = sum(by_domain[domain].joules for by_domain in result.values())
         assert total == pytest.approx(union, rel=1e-9)
     assert all(r.warning is None for by_domain in result.values() for r in by_domain.values())
+
+
+# -- wrap counts between processes: evidence, never a silent guess --------------------
+
+AMD_RANGE = 65_713.0  # joules: AMD's max_energy_range_uj, 65.7 kJ
+
+
+def with_evidence(
+    window: Window,
+    wraps_start: int,
+    wraps_end: int,
+    *events: tuple[float, float, float, float, int],
+) -> Window:
+    """The window as a meter that tracks wraps records it: its process's wrap count at
+    both edges and the wraps it counted inside, (t0_s, j0, t1_s, j1, wraps after)."""
+    return dataclasses.replace(
+        window,
+        wraps_start=wraps_start,
+        wraps_end=wraps_end,
+        events=tuple(
+            CounterEvent(round(a * S), j0, round(b * S), j1, n) for a, j0, b, j1, n in events
+        ),
+    )
+
+
+def issue_windows() -> tuple[Window, Window]:
+    """The issue's example: 15 W over [0, 300 s], then 280 W; window A [0, 600] (process
+    1, which had counted 3 wraps by t=0), window B [300, 900] (process 2, counting from
+    0). The true energy is 4,500 + 84,000 + 84,000 = 172,500 J; the register wraps at
+    518.6 s and 753.3 s."""
+    r = AMD_RANGE
+    a = win("a", 0, 600, 3 * r, 3 * r + 88_500, process="h:1", wrap=r)
+    b = win("b", 300, 900, 4_500, 172_500, process="h:2", wrap=r)
+    return a, b
+
+
+def test_issue_example_guess_is_low_confidence_not_silent() -> None:
+    """Without poll evidence, 4,500 J and 70,213 J both fit the 300 s before B starts
+    (A's 88,500 J bounds it); average power (147.5 W x 300 s = 44,250 J) prefers the
+    wrong one: 238,213 J in all, one wrap too many. The count is a guess, and both
+    readings say so."""
+    result = attribute(issue_windows())
+    assert sum(joules(result).values()) == pytest.approx(172_500 + AMD_RANGE)
+    for by_domain in result.values():
+        a = by_domain["package-0"]
+        assert a.low_confidence
+        assert (a.low_confidence_reason or "").startswith(
+            "wrap count between h:1 and h:2 not unique: 2 counts of the 65713 J range fit "
+            "the 300 s between their samples at 0 and 300000000000 ns, and no window "
+            "records its process's wraps there; took the one nearest average power "
+            "(70213 J)"
+        )
+
+
+def test_issue_example_with_poll_evidence_is_exact() -> None:
+    """The same windows as the meters record them (polls every 5 s): process 1 counted
+    its wrap between its polls at 515 s and 520 s, process 2 its two between 517.5 s and
+    522.5 s and between 752.5 s and 757.5 s. At B's start (300 s) A knows process 1 had
+    3 wraps, B knows process 2 had 0: three wraps apart, exactly. [0,300] 4,500 J A;
+    [300,600] 84,000 J even; [600,900] 84,000 J B: 46,500 + 126,000 = 172,500 J."""
+    r = AMD_RANGE
+    a, b = issue_windows()
+    a = with_evidence(a, 3, 4, (515, 3 * r + 64_700, 520, 3 * r + 66_100, 4))
+    b = with_evidence(
+        b, 0, 2, (517.5, 65_400, 522.5, 66_800, 1), (752.5, 131_200, 757.5, 132_600, 2)
+    )
+    result = attribute([a, b])
+    assert joules(result) == pytest.approx({"a": 46_500.0, "b": 126_000.0}, abs=1e-6)
+    for by_domain in result.values():
+        assert not by_domain["package-0"].low_confidence
+        assert by_domain["package-0"].warning is None
+
+
+def test_sample_between_the_polls_around_a_wrap_is_placed_by_its_value() -> None:
+    """10 W, a 1000 J range. Process 1 (5 wraps by t=0) counted a wrap between its polls
+    at 97.5 s (5,975 J) and 102.5 s (6,025 J); process 2's window Y [99, 101] starts in
+    between, at raw 990 J: 5,990 J on process 1's scale fits, 6,990 J does not. Without
+    the evidence both 49 s and 99 s gaps fit two counts."""
+    x = win("x", 0, 150, 5_000, 6_500, process="h:1", wrap=1000)
+    y = win("y", 99, 101, 990, 1_010, process="h:2", wrap=1000)
+    guessed = attribute([x, y])
+    assert all(r["package-0"].low_confidence for r in guessed.values())
+    x = with_evidence(x, 5, 6, (97.5, 5_975, 102.5, 6_025, 6))
+    y = with_evidence(y, 0, 1, (99, 990, 101, 1_010, 1))
+    result = attribute([x, y])
+    assert joules(result) == pytest.approx({"x": 1_490.0, "y": 10.0})
+    assert not any(r["package-0"].low_confidence for r in result.values())
+
+
+def test_a_meters_own_doubt_makes_the_shared_windows_low_confidence() -> None:
+    """Process 2's poller stalled inside Y: its wrap count there is a guess, and so is
+    every slice value built on it; X (process 1) shares those slices."""
+    x = with_evidence(win("x", 0, 10, 0, 100, process="h:1", wrap=1000), 0, 0)
+    y = dataclasses.replace(
+        with_evidence(win("y", 2, 8, 20, 80, process="h:2", wrap=1000), 0, 0),
+        events=(CounterEvent(2 * S, 20.0, 8 * S, 80.0, 0, "RAPL package-0: stalled"),),
+    )
+    result = attribute([x, y])
+    assert joules(result) == pytest.approx({"x": 70.0, "y": 30.0})
+    for by_domain in result.values():
+        assert by_domain["package-0"].low_confidence_reason == "h:2: RAPL package-0: stalled"
+    alone = attribute([dataclasses.replace(y, window_id="lone")])["lone"]["package-0"]
+    assert not alone.low_confidence  # a lone window's doubt is its reading's already
+
+
+def count_at(device: Device, t: int, process: str) -> int:
+    """The wraps ``process`` has counted by ``t`` (the part of `Device.read` above raw)."""
+    return (device.energy[t] + device.base) // device.wrap - device.first_wraps[
+        PROCESSES.index(process)
+    ]
+
+
+def make_windows_with_evidence(device: Device, spans: list[Span]) -> list[Window]:
+    """Windows as meters that read the register at every time step record them: each
+    step holds less than one wrap (power <= 30 < range), so every wrap is counted."""
+    windows = []
+    for window, span in zip(make_windows(device, spans), spans, strict=True):
+        events = [
+            CounterEvent(
+                t - 1,
+                device.read(t - 1, span.process),
+                t,
+                device.read(t, span.process),
+                count_at(device, t, span.process),
+            )
+            for t in range(span.start + 1, span.end + 1)
+            if count_at(device, t, span.process) != count_at(device, t - 1, span.process)
+        ]
+        windows.append(
+            dataclasses.replace(
+                window,
+                wraps_start=count_at(device, span.start, span.process),
+                wraps_end=count_at(device, span.end, span.process),
+                events=tuple(events),
+            )
+        )
+    return windows
+
+
+@st.composite
+def tightly_wrapping_scenes(draw: st.DrawFn) -> tuple[Device, list[Span]]:
+    """Random scenes on a range of 31-60 J: windows and gaps hold many wraps, so
+    without evidence most cross-process counts would be guesses."""
+    device, spans = draw(scenes())
+    wrap = draw(st.integers(31, 60))
+    base = draw(st.integers(0, wrap - 1))
+    return Device(device.energy, wrap, base, device.first_wraps), spans
+
+
+@PROPERTIES
+@given(tightly_wrapping_scenes())
+def test_evidence_makes_every_wrap_count_exact(scene: tuple[Device, list[Span]]) -> None:
+    """With the processes' wrap tracking on the windows, attribution over a tightly
+    wrapping counter gives exactly what it gives on the unwrapped counter, and nothing
+    is low-confidence."""
+    device, spans = scene
+    result = attribute(make_windows_with_evidence(device, spans))
+    plain = attribute(make_windows(Device(device.energy, 0, 0, device.first_wraps), spans))
+    for window_id, by_domain in result.items():
+        a = by_domain["package-0"]
+        assert a.joules == pytest.approx(plain[window_id]["package-0"].joules, abs=1e-6)
+        assert a.warning is None and not a.low_confidence

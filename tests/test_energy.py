@@ -352,16 +352,18 @@ def test_remote_endpoint_is_not_metered_locally(pytester: pytest.Pytester) -> No
 def test_window_dict_round_trip() -> None:
     import dataclasses
 
-    from pytest_llmlab.energy.base import Window
+    from pytest_llmlab.energy.base import CounterEvent, Window
 
     window = Window(
         window_id="h:1:1", host="h", process="h:1", domain="package-0", t_start_ns=1,
         t_end_ns=5, counter_start_j=2.0, counter_end_j=3.5, wrap_j=4294.967295,
         provenance="measured", segments=(TokenSegment(1, 3, 7), TokenSegment(3, 5, 2)),
+        wraps_start=1, wraps_end=2, events=(CounterEvent(2, 2.5, 3, 4297.0, 2, None),),
     )  # fmt: skip
     data = window.to_dict()
     assert data == dataclasses.asdict(window) | {
-        "segments": [dataclasses.asdict(s) for s in window.segments]
+        "segments": [dataclasses.asdict(s) for s in window.segments],
+        "events": [e._asdict() for e in window.events],
     }
     assert Window.from_dict(data) == window
     assert window.joules == 1.5

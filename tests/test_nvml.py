@@ -27,6 +27,9 @@ S = 1_000_000_000  # nanoseconds per second
 
 UUID_A = "GPU-11111111-aaaa-4bbb-8ccc-000000000000"
 UUID_B = "GPU-22222222-dddd-4eee-8fff-000000000000"
+#: GPU domains are named by UUID: one name per physical GPU in every process.
+GPU_A = f"gpu-{UUID_A}"
+GPU_B = f"gpu-{UUID_B}"
 
 
 # -- fakes --------------------------------------------------------------------------
@@ -54,6 +57,9 @@ class FakeGpu:
     energy_mj: int | None = 0
     power_mw: int | None = 100_000
     field_power: bool = True  # NVML_FI_DEV_POWER_INSTANT supported
+    #: The instant power field at NVML_POWER_SCOPE_MODULE (Grace Hopper: GPU + CPU +
+    #: memory); None = that scope reports NotSupported, as on a discrete GPU.
+    module_power_mw: int | None = None
     util: int | None = 0
     mem_used: int | None = 0
     temp: int | None = 40
@@ -75,6 +81,7 @@ class FakeNvml:
         self.NVMLError_DriverNotLoaded = real.NVMLError_DriverNotLoaded
         self.NVML_TEMPERATURE_GPU = real.NVML_TEMPERATURE_GPU
         self.NVML_FI_DEV_POWER_INSTANT = real.NVML_FI_DEV_POWER_INSTANT
+        self.NVML_POWER_SCOPE_MODULE = real.NVML_POWER_SCOPE_MODULE
 
     def _unsupported(self) -> Exception:
         error: Exception = self._real.NVMLError_NotSupported()
@@ -111,15 +118,22 @@ class FakeNvml:
             raise self._unsupported()
         return gpu.energy_mj
 
-    def nvmlDeviceGetFieldValues(self, handle: object, field_ids: list[int]) -> Any:
+    def nvmlDeviceGetFieldValues(
+        self, handle: object, field_ids: list[int | tuple[int, int]]
+    ) -> Any:
+        """As pynvml: an entry is a field id, or (field id, scope id)."""
         gpu = self._gpu(handle)
-        assert field_ids == [self._real.NVML_FI_DEV_POWER_INSTANT]
+        (entry,) = field_ids
+        field_id, scope = entry if isinstance(entry, tuple) else (entry, 0)
+        assert field_id == self._real.NVML_FI_DEV_POWER_INSTANT
+        assert scope in (self._real.NVML_POWER_SCOPE_GPU, self._real.NVML_POWER_SCOPE_MODULE)
         values = (self._real.c_nvmlFieldValue_t * 1)()
-        values[0].fieldId = field_ids[0]
-        if gpu.field_power and gpu.power_mw is not None:
+        values[0].fieldId, values[0].scopeId = field_id, scope
+        power = gpu.module_power_mw if scope == self._real.NVML_POWER_SCOPE_MODULE else gpu.power_mw
+        if gpu.field_power and power is not None:
             values[0].nvmlReturn = self._real.NVML_SUCCESS
             values[0].valueType = self._real.NVML_VALUE_TYPE_UNSIGNED_INT
-            values[0].value.uiVal = gpu.power_mw
+            values[0].value.uiVal = power
         else:  # the call succeeds; the field itself reports NotSupported
             values[0].nvmlReturn = self._real.NVML_ERROR_NOT_SUPPORTED
         return values
@@ -215,7 +229,8 @@ def test_counter_path_energy_is_the_millijoule_delta(
     clock.advance(2.0)
     end = meter.sample()
 
-    assert [s.domain for s in start] == ["gpu-0", "gpu-1"]
+    assert [s.domain for s in start] == [GPU_A, GPU_B]
+    assert meter.domain_labels == {GPU_A: "gpu 0 (Fake GPU)", GPU_B: "gpu 1 (Fake GPU)"}
     assert [s.provenance for s in end] == ["measured", "measured"]
     assert start[0].joules == pytest.approx(5_000.0)
     assert [e.joules - s.joules for s, e in zip(start, end, strict=True)] == pytest.approx(
@@ -237,7 +252,7 @@ def test_counter_read_failure_is_meter_unavailable(
 
     fake.nvmlDeviceGetTotalEnergyConsumption = lost  # type: ignore[method-assign]
     with pytest.raises(
-        MeterUnavailable, match=r"NVML: reading gpu-0 energy failed \(GPU is lost\)"
+        MeterUnavailable, match=rf"NVML: reading {GPU_A} energy failed \(GPU is lost\)"
     ):
         meter.sample()
 
@@ -309,7 +324,7 @@ def test_gpu_stats_over_a_window(
         clock.advance(1.0)
         gpu.util, gpu.mem_used, gpu.temp, gpu.power_mw = util, mem_gib * 2**30, temp, watts * 1000
         meter.sampler.tick()
-    stats = meter.gpu_stats("gpu-0", t0, clock())
+    stats = meter.gpu_stats(GPU_A, t0, clock())
 
     # Trapezoids over 3 s: util (0+50 + 50+100 + 100+50)/2/3 = 58.33...
     assert stats == pytest.approx(
@@ -339,7 +354,7 @@ def test_unsupported_util_and_temperature_give_none_but_energy_works(
     gpu.energy_mj = 3_000
     end = meter.sample()
 
-    stats = meter.gpu_stats("gpu-0", t0, clock())
+    stats = meter.gpu_stats(GPU_A, t0, clock())
     assert stats["util_avg"] is None and stats["util_max"] is None
     assert stats["temp_avg_c"] is None and stats["temp_max_c"] is None
     assert stats["mem_peak_mb"] == pytest.approx(1024.0)
@@ -362,10 +377,10 @@ def test_a_transient_read_error_drops_only_that_metric_for_that_tick(
     clock.advance(1.0)
     meter.sampler.tick()
     fake.nvmlDeviceGetUtilizationRates = healthy  # type: ignore[method-assign]
-    rows = meter.sampler.samples("gpu-0")
+    rows = meter.sampler.samples(GPU_A)
     assert rows[-1][1]["util_pct"] is None
     assert rows[-1][1]["power_w"] == pytest.approx(50.0)
-    assert meter.sampler.errors("gpu-0") == 0
+    assert meter.sampler.errors(GPU_A) == 0
     assert "util_pct" in meter.devices[0].metrics  # still sampled on later ticks
 
 
@@ -390,7 +405,8 @@ def test_visible_devices_select_the_second_gpu(
     gpus = [FakeGpu(UUID_A, energy_mj=10_000), FakeGpu(UUID_B, energy_mj=20_000)]
     meter, _ = make_meter(gpus, visible)
     samples = meter.sample()
-    assert [(s.domain, s.joules) for s in samples] == [("gpu-0", 20.0)]
+    assert [(s.domain, s.joules) for s in samples] == [(GPU_B, 20.0)]
+    assert meter.domain_labels == {GPU_B: "gpu 0 (Fake GPU)"}  # first visible here
     assert (meter.devices[0].index, meter.devices[0].uuid) == (1, UUID_B)
 
 
@@ -400,7 +416,7 @@ def test_cuda_visible_devices_env_is_read_and_argument_wins(
     gpus = [FakeGpu(UUID_A, energy_mj=1_000), FakeGpu(UUID_B, energy_mj=2_000)]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
     meter, _ = make_meter(gpus)
-    assert [(d.domain, d.uuid) for d in meter.devices] == [("gpu-0", UUID_B), ("gpu-1", UUID_A)]
+    assert [(d.domain, d.position) for d in meter.devices] == [(GPU_B, 0), (GPU_A, 1)]
     other, _ = make_meter(gpus, "0")
     assert [d.uuid for d in other.devices] == [UUID_A]
 
@@ -503,7 +519,7 @@ def test_close_is_idempotent_and_leaves_no_thread(pynvml: ModuleType) -> None:
     meter = NvmlMeter(fake, sampler_hz=20.0)  # owns and starts its sampler thread
     assert meter.sampler.running
     assert [t for t in threading.enumerate() if t.name == "llmlab-nvml"]
-    assert "gpu-0 Fake GPU (power integrated at 20 Hz)" in meter.description
+    assert f"gpu 0 (Fake GPU) {UUID_A} (power integrated at 20 Hz)" in meter.description
 
     meter.close()
     meter.close()
@@ -518,7 +534,7 @@ def test_close_detaches_from_an_injected_sampler(pynvml: ModuleType) -> None:
     sampler = Sampler(clock=FakeClock())
     sampler.add_source("other", lambda: {"x": 1.0})
     with NvmlMeter(FakeNvml(pynvml, [FakeGpu(UUID_A)]), sampler=sampler) as meter:
-        assert set(sampler.sources) == {"other", "gpu-0"}
+        assert set(sampler.sources) == {"other", GPU_A}
         assert not sampler.running  # the caller owns an injected sampler's thread
     assert meter.sampler is sampler
     assert sampler.sources == ("other",)
@@ -659,6 +675,9 @@ def test_real_nvml_hardware() -> None:
         time.sleep(0.3)
         end = meter.sample()
         assert [s.domain for s in start] == [s.domain for s in end] != []
+        assert all(s.domain == f"gpu-{d.uuid}" for s, d in zip(start, meter.devices, strict=True))
+        assert set(meter.domain_labels) == {s.domain for s in start}
+        assert all(meter.power_scope(s.domain) in ("module", "gpu", None) for s in start)
         for a, b in zip(start, end, strict=True):
             assert b.joules >= a.joules >= 0.0
             assert b.t_ns > a.t_ns
@@ -703,3 +722,198 @@ def test_window_shorter_than_the_counter_period_is_integrated_from_power(
     long = window.close(completion_tokens=5)
     assert long.gpu is not None and long.gpu.provenance == "measured"
     assert long.gpu.joules == pytest.approx(60.0)
+
+
+# -- GPU domains across processes -------------------------------------------------------
+
+
+def test_two_workers_on_different_gpus_keep_their_own_energy(
+    make_meter: Callable[..., tuple[NvmlMeter, FakeNvml]], clock: FakeClock
+) -> None:
+    """Two xdist workers on one host, CUDA_VISIBLE_DEVICES=0 and =1: each sees its GPU
+    first, but the domain names the physical GPU, so attribution keeps them apart.
+    Named by position both were ``gpu-0``: 2,001,500 J each, "negative slice clamped"."""
+    from pytest_llmlab.energy.attribution import attribute
+    from pytest_llmlab.energy.base import Window
+    from pytest_llmlab.energy.meters import MeterSet
+    from pytest_llmlab.report.attribution_pass import attribute_records
+
+    gpus = [FakeGpu(UUID_A, energy_mj=5_000_000_000), FakeGpu(UUID_B, energy_mj=1_000_000_000)]
+    workers = []
+    for visible, pid in (("0", 1111), ("1", 2222)):  # two processes, one host
+        meter, _ = make_meter(gpus, visible)
+        meters = MeterSet([meter], "fake nvml")
+        meters.process = f"{meters.host}:{pid}"
+        workers.append(meters)
+    first = workers[0].open("a")  # t = 0 s
+    clock.advance(1.0)
+    gpus[0].energy_mj = 5_001_500_000
+    second = workers[1].open("b")  # t = 1 s
+    clock.advance(1.0)
+    gpus[0].energy_mj, gpus[1].energy_mj = 5_003_000_000, 1_001_500_000
+    a = first.close(completion_tokens=10)  # t = 2 s: 3000 J on GPU A
+    clock.advance(1.0)
+    gpus[1].energy_mj = 1_003_000_000
+    b = second.close(completion_tokens=10)  # t = 3 s: 3000 J on GPU B
+
+    assert a.joules == pytest.approx(3000.0) and b.joules == pytest.approx(3000.0)
+    windows = [Window.from_dict(w) for w in a.windows + b.windows]
+    result = attribute(windows)
+    kept = [r for by_domain in result.values() for r in by_domain.values()]
+    assert [r.joules for r in kept] == pytest.approx([3000.0, 3000.0])
+    assert [(r.shared, r.warning) for r in kept] == [(False, None)] * 2
+    records = [{"energy": a.model_dump(mode="json")}, {"energy": b.model_dump(mode="json")}]
+    assert not attribute_records(records)
+    for record in records:
+        energy = record["energy"]
+        assert energy["joules"] == pytest.approx(3000.0)
+        assert energy["provenance"] == "measured" and "attribution_warning" not in energy
+    assert a.gpu is not None and b.gpu is not None
+    assert (a.gpu.domains, b.gpu.domains) == ([GPU_A], [GPU_B])
+    assert a.gpu.labels == {GPU_A: "gpu 0 (Fake GPU)"}
+    assert b.gpu.labels == {GPU_B: "gpu 0 (Fake GPU)"}  # cuda:0 of its own process
+
+
+def test_uuid_domains_reach_every_reading_field_and_csv_column(
+    make_meter: Callable[..., tuple[NvmlMeter, FakeNvml]], clock: FakeClock
+) -> None:
+    """``gpu-GPU-8f3c...`` is still kind ``gpu``: the reading's ``gpu`` component, the
+    GPU statistics and the ``gpu_*`` CSV columns."""
+    pytest.importorskip("pandas")
+    from pytest_llmlab.energy.base import domain_kind
+    from pytest_llmlab.energy.meters import MeterSet
+    from pytest_llmlab.report.csvfile import records_frame
+
+    assert domain_kind(GPU_A) == "gpu"
+    gpu = FakeGpu(UUID_A, energy_mj=1_000_000, power_mw=250_000, util=50)
+    meter, _ = make_meter([gpu])
+    meters = MeterSet([meter], "fake nvml")
+    window = meters.open("gen")
+    clock.advance(1.0)
+    meter.sampler.tick()
+    gpu.energy_mj = 1_250_000
+    reading = window.close(completion_tokens=4)
+    assert reading.gpu is not None and reading.gpu.joules == pytest.approx(250.0)
+    assert reading.other == {} and reading.cpu is None
+    assert reading.gpu_stats is not None and reading.gpu_stats.util_max == pytest.approx(50.0)
+    frame = records_frame([{"energy": reading.model_dump(mode="json")}])
+    row = frame.iloc[0]
+    assert row["gpu_joules"] == pytest.approx(250.0)
+    assert row["gpu_provenance"] == "measured"
+    assert row["gpu_power_avg_w"] == pytest.approx(250.0)
+
+
+# -- windows shorter than the counter period -------------------------------------------
+
+
+def test_short_window_prefill_and_decode_split_the_integrated_energy(
+    make_meter: Callable[..., tuple[NvmlMeter, FakeNvml]], clock: FakeClock
+) -> None:
+    """A 50 ms window whose counter ticks (+20 J) before the first token: the end is
+    integrated from power (10 J), so the first token must be too. Mixing the raw
+    counter in gave joules 10, prefill 20, decode 0."""
+    from pytest_llmlab.energy.meters import MeterSet
+
+    gpu = FakeGpu(UUID_A, energy_mj=1_000_000, power_mw=200_000)
+    meter, _ = make_meter([gpu])
+    meter.sampler.tick()
+    meters = MeterSet([meter], "fake nvml")
+    window = meters.open("short")
+    clock.advance(0.025)
+    gpu.energy_mj = 1_020_000  # one counter update lands inside the window
+    window.mark_first_token()
+    clock.advance(0.025)
+    reading = window.close(completion_tokens=3)
+
+    total, prefill, decode = reading.joules, reading.prefill_joules, reading.decode_joules
+    assert total == pytest.approx(200.0 * 0.05)
+    assert prefill == pytest.approx(200.0 * 0.025)
+    assert decode == pytest.approx(200.0 * 0.025)
+    assert prefill is not None and decode is not None
+    assert prefill + decode == pytest.approx(total)
+
+
+# -- CUDA_VISIBLE_DEVICES: ASCII indices only ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected", "noted"),
+    [
+        ("\u0661", [], True),  # ARABIC-INDIC DIGIT ONE
+        ("0,\u0661", [0], True),  # ends the list like any entry that matches nothing
+        ("\uff11", [], True),  # FULLWIDTH DIGIT ONE
+        ("\u00b9", [], True),  # SUPERSCRIPT ONE
+        ("1", [1], False),
+    ],
+    ids=["arabic-indic-1", "after-a-good-one", "fullwidth-1", "superscript-1", "ascii-1"],
+)
+def test_only_ascii_digits_are_indices(spec: str, expected: list[int], noted: bool) -> None:
+    """``str.isdigit`` accepts ``"\u0661"`` (and ``int`` reads it as 1); CUDA does not."""
+    chosen, notes = select_visible(spec, [UUID_A, UUID_B])
+    assert chosen == expected
+    assert bool(notes) is noted
+
+
+def test_a_non_ascii_digit_selects_no_gpu(pynvml: ModuleType) -> None:
+    fake = FakeNvml(pynvml, [FakeGpu(UUID_A), FakeGpu(UUID_B)])
+    with pytest.raises(MeterUnavailable, match="leaves no visible GPU"):
+        NvmlMeter(fake, visible_devices="\u0661", sampler=Sampler(clock=FakeClock()))
+
+
+# -- power scope (Grace Hopper) -------------------------------------------------------------
+
+
+def test_grace_hopper_power_is_read_at_module_scope(
+    make_meter: Callable[..., tuple[NvmlMeter, FakeNvml]], clock: FakeClock
+) -> None:
+    """GH200: the energy counter covers the module (GPU + Grace CPU + memory); power at
+    GPU scope would leave the CPU out of every window integrated from power."""
+    from pytest_llmlab.energy.meters import MeterSet
+
+    gpu = FakeGpu(
+        UUID_A, name="NVIDIA GH200 480GB", energy_mj=1_000_000, power_mw=300_000,
+        module_power_mw=700_000,
+    )  # fmt: skip
+    meter, _ = make_meter([gpu])
+    assert (meter.devices[0].power_source, meter.power_scope(GPU_A)) == ("field", "module")
+    assert "power at module scope" in meter.description
+    meter.sampler.tick()
+    meters = MeterSet([meter], "fake nvml")
+    window = meters.open("short")
+    clock.advance(0.05)
+    reading = window.close(completion_tokens=1)
+    assert reading.gpu is not None and reading.gpu.provenance == "integrated"
+    assert reading.gpu.joules == pytest.approx(700.0 * 0.05)
+    assert reading.gpu_stats is not None
+    assert reading.gpu_stats.power_scope == "module"
+    assert reading.gpu_stats.power_avg_w == pytest.approx(700.0)
+
+
+def test_power_scope_falls_back_to_gpu_and_says_so(
+    make_meter: Callable[..., tuple[NvmlMeter, FakeNvml]], clock: FakeClock
+) -> None:
+    from pytest_llmlab.energy.meters import MeterSet
+
+    gpu = FakeGpu(UUID_A, energy_mj=1_000_000, power_mw=300_000)  # module scope NotSupported
+    meter, _ = make_meter([gpu])
+    assert (meter.devices[0].power_source, meter.power_scope(GPU_A)) == ("field", "gpu")
+    assert meter.power_scope("gpu-elsewhere") is None
+    meters = MeterSet([meter], "fake nvml")
+    window = meters.open("gen")
+    clock.advance(0.5)
+    reading = window.close(completion_tokens=1)
+    assert reading.gpu_stats is not None and reading.gpu_stats.power_scope == "gpu"
+    assert reading.gpu_stats.power_avg_w == pytest.approx(300.0)
+
+
+@pytest.mark.parametrize("field_power", [True, False], ids=["gpu-field", "power-usage"])
+def test_a_binding_without_power_scopes_reads_gpu_scope(
+    pynvml: ModuleType, clock: FakeClock, field_power: bool
+) -> None:
+    gpu = FakeGpu(UUID_A, power_mw=300_000, module_power_mw=700_000, field_power=field_power)
+    fake = FakeNvml(pynvml, [gpu])
+    del fake.NVML_POWER_SCOPE_MODULE  # nvidia-ml-py older than power scopes
+    with NvmlMeter(fake, sampler=Sampler(20.0, clock=clock)) as meter:
+        assert meter.power_scope(GPU_A) == "gpu"
+        assert meter.devices[0].power_source == ("field" if field_power else "usage")
+        assert meter.sampler.samples(GPU_A)[-1][1]["power_w"] == pytest.approx(300.0)

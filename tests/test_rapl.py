@@ -18,6 +18,7 @@ import pytest
 
 from pytest_llmlab.energy import rapl
 from pytest_llmlab.energy.base import CounterSample, Meter, MeterUnavailable
+from pytest_llmlab.energy.meters import MeterSet
 from pytest_llmlab.energy.rapl import RaplMeter, poll_interval_for
 
 #: A range large enough that the default poll interval clamps to its 5 s ceiling, so
@@ -215,15 +216,17 @@ def test_internal_poll_counts_wraps_like_sample(
 
 
 def test_default_poll_interval_is_a_safe_fraction_of_the_wrap(tmp_path: Path) -> None:
-    # 2^32 uJ at 500 W wraps in 8.59 s; a quarter of that is 2.147 s.
-    assert poll_interval_for([2**32]) == pytest.approx(2**32 / 1e6 / 500 / 4)
+    # A zone that states no maximum power is assumed to draw 1000 W: 2^32 uJ then wraps
+    # in 4.29 s, and four polls per wrap are 1.074 s apart.
+    assert rapl.ASSUMED_MAX_WATTS == 1000.0
+    assert poll_interval_for([2**32]) == pytest.approx(2**32 / 1e6 / 1000 / 4)
     # The fastest-wrapping counter decides.
-    assert poll_interval_for([BIG_RANGE, 2**32]) == pytest.approx(2**32 / 1e6 / 500 / 4)
+    assert poll_interval_for([BIG_RANGE, 2**32]) == pytest.approx(2**32 / 1e6 / 1000 / 4)
     assert poll_interval_for([BIG_RANGE]) == 5.0
     assert poll_interval_for([1000]) == 0.05
     zone(tmp_path, "intel-rapl:0", "package-0", range_uj=2**32)
     with RaplMeter(tmp_path) as meter:
-        assert meter.poll_interval_s == pytest.approx(2**32 / 1e6 / 500 / 4)
+        assert meter.poll_interval_s == pytest.approx(2**32 / 1e6 / 1000 / 4)
 
 
 def test_permission_denied_gives_the_remedy(
@@ -414,3 +417,198 @@ def test_real_rapl_hardware(monkeypatch: pytest.MonkeyPatch, threads_restored: N
             assert 0 < watts < 2000, (a.domain, watts)
         else:
             assert 0 <= watts < 2000, (a.domain, watts)
+
+
+# -- wrap counting against an injected clock (no sleeps) ----------------------------
+
+#: 262,143.5 J: two wraps plus 1 J are 524,288 J.
+HALF_RANGE_UJ = 262_143_500_000
+#: Intel's usual range (262,143.33 J): a 1 uJ step back read as a wrap is 262,143 J.
+INTEL_RANGE_UJ = 262_143_328_850
+
+
+class FakeClock:
+    """``time.monotonic_ns`` stand-in: the tests move time by hand."""
+
+    def __init__(self, t_ns: int = 1_000_000_000) -> None:
+        self.t_ns = t_ns
+
+    def __call__(self) -> int:
+        return self.t_ns
+
+    def advance(self, seconds: float) -> None:
+        self.t_ns += round(seconds * 1e9)
+
+
+def max_power(directory: Path, **constraints: int) -> None:
+    """Write ``constraint_N_max_power_uw`` files: ``max_power(d, c0=..., c1=...)``."""
+    for key, uw in constraints.items():
+        (directory / f"constraint_{key[1:]}_max_power_uw").write_text(f"{uw}\n")
+
+
+@pytest.fixture
+def clocked_meter(threads_restored: None) -> Iterator[Callable[..., RaplMeter]]:
+    """Meters on an injected clock whose poller thread never fires: the test reads."""
+    meters: list[RaplMeter] = []
+
+    def make(root: Path, clock: FakeClock) -> RaplMeter:
+        meter = RaplMeter(root, poll_interval_s=NO_POLL, clock=clock)
+        meters.append(meter)
+        return meter
+
+    yield make
+    for meter in meters:
+        meter.close()
+
+
+def test_poll_interval_from_the_zones_max_power(
+    tmp_path: Path, clocked_meter: Callable[..., RaplMeter]
+) -> None:
+    """The largest positive ``constraint_*_max_power_uw`` is the zone's maximum; a zone
+    without one (the dram subzone here) is assumed to draw ASSUMED_MAX_WATTS."""
+    pkg = zone(tmp_path, "intel-rapl:0", "package-0", range_uj=2**32)
+    max_power(pkg, c0=250_000_000, c1=2_000_000_000, c2=0)  # 250 W, 2000 W, unset
+    (pkg / "constraint_3_max_power_uw").write_text("junk\n")  # ignored
+    zone(pkg, "intel-rapl:0:0", "dram", range_uj=BIG_RANGE)
+    meter = clocked_meter(tmp_path, FakeClock())
+    required = meter.required_poll_interval_s
+    # 2^32 uJ at 2000 W wrap in 2.147 s: four polls per wrap.
+    assert required == pytest.approx(2**32 / 1e6 / 2000 / 4)
+    assert 4 * required * 2000 <= 2**32 / 1e6 * (1 + 1e-12)
+    assert poll_interval_for([2**32, BIG_RANGE], [2000.0, 1000.0]) == pytest.approx(required)
+    with RaplMeter(tmp_path) as derived:  # no override: the derived interval is used
+        assert derived.poll_interval_s == pytest.approx(required)
+
+
+def test_two_wraps_between_reads_counted_by_polls_at_full_power(
+    tmp_path: Path, clocked_meter: Callable[..., RaplMeter]
+) -> None:
+    """A 500 W zone at full power for two wraps and 1 J (1048.576 s), read at the
+    meter's own poll interval (5 s): every wrap is seen, 524,288 J exactly."""
+    pkg = zone(tmp_path, "intel-rapl:0", "package-0", range_uj=HALF_RANGE_UJ)
+    max_power(pkg, c0=500_000_000)
+    clock = FakeClock()
+    meter = clocked_meter(tmp_path, clock)
+    interval = meter.required_poll_interval_s
+    assert interval == 5.0  # 524 s per wrap at 500 W: clamped to the 5 s ceiling
+    first = meter.sample()
+    energy_uj = 0
+    total_uj = 2 * HALF_RANGE_UJ + 1_000_000
+    while energy_uj < total_uj:
+        step = min(round(interval * 500 * 1e6), total_uj - energy_uj)
+        energy_uj += step
+        clock.advance(step / 500 / 1e6)
+        set_energy(pkg, energy_uj % HALF_RANGE_UJ)
+        meter._poll()
+    last = meter.sample()
+    assert delta(first, last) == {"package-0": 524_288.0}
+    assert last[0].wraps == 2
+    assert [e.doubt for e in last[0].events] == [None, None]  # two clean wraps
+
+
+def test_reads_further_apart_than_a_wrap_are_low_confidence(
+    tmp_path: Path, clocked_meter: Callable[..., RaplMeter]
+) -> None:
+    """The poller stalled (a paused VM): 1048.576 s between two reads of a 500 W zone,
+    two wrap periods. The counter moved 1 J; two wraps and 524,288 J are as possible
+    as none. The reading keeps the 1 J it can see, invents no count, and says why it
+    is low-confidence."""
+    pkg = zone(tmp_path, "intel-rapl:0", "package-0", range_uj=HALF_RANGE_UJ)
+    max_power(pkg, c0=500_000_000)
+    clock = FakeClock()
+    meters = MeterSet([clocked_meter(tmp_path, clock)], "rapl")
+    clock.advance(1.0)
+    window = meters.open("stalled")
+    clock.advance(1048.576)
+    set_energy(pkg, 1_000_000)
+    reading = window.close()
+    assert reading.joules == pytest.approx(1.0)
+    assert reading.low_confidence
+    reason = reading.low_confidence_reason or ""
+    assert "RAPL package-0: 1049 s between reads, longer than one wrap period" in reason
+    assert "(524.3 s at 500 W)" in reason and "counted 0" in reason
+    (event,) = reading.windows[0]["events"]
+    assert event["doubt"] == reason
+    assert (event["t1_ns"] - event["t0_ns"], event["wraps"]) == (1_048_576_000_000, 0)
+    # A window after the stall is trusted again.
+    clock.advance(2.0)
+    later = meters.open("after")
+    clock.advance(2.0)
+    set_energy(pkg, 2_000_000)
+    after = later.close()
+    assert after.joules == pytest.approx(1.0)
+    assert not after.low_confidence and after.windows[0]["events"] == []
+
+
+def test_one_microjoule_back_is_noise_not_a_wrap(
+    tmp_path: Path, clocked_meter: Callable[..., RaplMeter]
+) -> None:
+    """A counter stepping back 1 uJ is read noise: 0 J, not a phantom 262,143 J wrap;
+    the counter holds its value and counts on from there."""
+    pkg = zone(tmp_path, "intel-rapl:0", "package-0", 5_000_000, range_uj=INTEL_RANGE_UJ)
+    clock = FakeClock()
+    meter = clocked_meter(tmp_path, clock)
+    first = meter.sample()
+    clock.advance(0.001)
+    set_energy(pkg, 4_999_999)
+    glitch = meter.sample()
+    assert delta(first, glitch) == {"package-0": 0.0}
+    assert glitch[0].wraps == 0 and glitch[0].events == ()
+    clock.advance(0.001)
+    set_energy(pkg, 5_000_005)
+    assert delta(first, meter.sample()) == {"package-0": 5e-6}
+
+
+def test_noise_threshold_is_one_percent_of_the_range(
+    tmp_path: Path, clocked_meter: Callable[..., RaplMeter]
+) -> None:
+    """A 1 J range (1000 W zone: one wrap per ms): back 9,999 uJ (under 1%) is noise;
+    back 10,000 uJ is a wrap (990,000 uJ in 1 ms: 990 W, possible)."""
+    assert rapl.NOISE_FRACTION == 0.01
+    pkg = zone(tmp_path, "intel-rapl:0", "package-0", 500_000, range_uj=1_000_000)
+    clock = FakeClock()
+    meter = clocked_meter(tmp_path, clock)
+    first = meter.sample()
+    clock.advance(0.0001)
+    set_energy(pkg, 490_001)
+    assert delta(first, meter.sample()) == {"package-0": 0.0}
+    clock.advance(0.001)
+    set_energy(pkg, 490_000)
+    wrapped = meter.sample()
+    assert delta(first, wrapped) == {"package-0": 0.99}
+    (event,) = wrapped[0].events
+    assert (event.wraps, event.doubt, event.j0, event.j1) == (1, None, 0.5, 1.49)
+
+
+def test_impossible_step_back_is_one_wrap_flagged(
+    tmp_path: Path, clocked_meter: Callable[..., RaplMeter]
+) -> None:
+    """Back by 100 kJ in 1 s: as a wrap that is 162 kW, beyond 4 x the zone's 1000 W.
+    Counted as the one wrap the register's rules say, and flagged."""
+    pkg = zone(tmp_path, "intel-rapl:0", "package-0", 200_000_000_000, range_uj=INTEL_RANGE_UJ)
+    clock = FakeClock()
+    meter = clocked_meter(tmp_path, clock)
+    first = meter.sample()
+    clock.advance(1.0)
+    set_energy(pkg, 100_000_000_000)
+    second = meter.sample()
+    assert delta(first, second) == {"package-0": 162_143.32885}
+    (event,) = second[0].events
+    assert event.wraps == 1
+    assert event.doubt == (
+        "RAPL package-0: counter stepped back 100000000000 uJ in 1 s; as a wrap that is "
+        "1.621e+05 W, beyond 4 x the zone's 1000 W; counted 1 wrap"
+    )
+
+
+def test_event_log_is_bounded(tmp_path: Path, clocked_meter: Callable[..., RaplMeter]) -> None:
+    pkg = zone(tmp_path, "intel-rapl:0", "package-0", 0, range_uj=1_000_000)
+    clock = FakeClock()
+    meter = clocked_meter(tmp_path, clock)
+    for i in range(1, 2500):
+        clock.advance(0.0005)
+        set_energy(pkg, 600_000 if i % 2 else 100_000)  # a wrap every other read
+        meter.sample()
+    events = meter.sample()[0].events
+    assert len(events) == rapl._MAX_EVENTS
+    assert events[-1].wraps == 1249

@@ -23,10 +23,41 @@ def test_parse_pass_rule(raw: str, expected: tuple[str, int]) -> None:
     assert parse_pass_rule(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "median", "pass@", "pass@x", "pass@0x"])
+@pytest.mark.parametrize(
+    "raw", ["", "median", "pass@", "pass@x", "pass@0x", "pass@\u0661", "pass^\uff12"]
+)
 def test_bad_pass_rule(raw: str) -> None:
     with pytest.raises(ValueError, match="is not a pass rule"):
         parse_pass_rule(raw)
+
+
+@pytest.mark.parametrize("raw", ["pass@0", "pass^0", "PASS@00"])
+def test_pass_rule_k_below_one_is_rejected_at_parse_time(raw: str) -> None:
+    """pass@0 / pass^0 used to parse and fail only when the test ran."""
+    with pytest.raises(ValueError, match=r"K must be at least 1"):
+        parse_pass_rule(raw)
+
+
+def test_pass_at_zero_on_the_command_line_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(llm_spec):\n    pass\n")
+    result = pytester.runpytest("--llm-models=vllm:m", "--llm-pass-rule=pass@0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pass@0*K must be at least 1*"])
+
+
+def test_pass_at_zero_in_a_marker_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.llm(runs=3, pass_rule="pass^0")
+        def test_a(llm_spec):
+            pass
+        """
+    )
+    result = pytester.runpytest("--llm-models=vllm:m")
+    result.stdout.fnmatch_lines(["*test_a*pass^0*K must be at least 1*"])
+    assert result.ret != pytest.ExitCode.OK
 
 
 def test_rate_rule_stops_once_decided() -> None:

@@ -141,6 +141,66 @@ def test_wilson_rejects_bad_arguments(args: tuple[float, ...], message: str) -> 
         wilson_interval(*args)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((1.5, 3), r"successes must be an integer count, got 1\.5"),
+        ((1.0, 3), r"successes must be an integer count, got 1\.0"),  # whole, still a float
+        ((1, 3.0), r"n must be an integer count, got 3\.0"),
+        ((True, 3), "successes must be an integer count, got True"),
+        ((0, False), "n must be an integer count, got False"),
+        ((1, "3"), "n must be an integer count, got '3'"),
+    ],
+)
+def test_counts_must_be_integers_not_floats_or_bools(
+    args: tuple[object, object], message: str
+) -> None:
+    """wilson_interval(1.5, 3) used to return an interval."""
+    with pytest.raises(ValueError, match=message):
+        wilson_interval(*args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: verdict(2.0, 4, pass_rate=0.5),  # type: ignore[arg-type]
+        lambda: decided(1, 0.5, 4, pass_rate=0.5),  # type: ignore[arg-type]
+        lambda: decided(1, 0, 4.0, pass_rate=0.5),  # type: ignore[arg-type]
+        lambda: pass_at_k(5, 2, True),
+        lambda: pass_hat_k(5.0, 2, 1),  # type: ignore[arg-type]
+    ],
+    ids=["verdict", "decided-failures", "decided-total", "pass-at-k-bool", "pass-hat-k"],
+)
+def test_every_count_argument_is_checked(call: object) -> None:
+    with pytest.raises(ValueError, match="must be an integer count"):
+        call()  # type: ignore[operator]
+
+
+def test_integer_types_other_than_int_are_counts() -> None:
+    numpy = pytest.importorskip("numpy")
+    assert wilson_interval(numpy.int64(1), numpy.int64(3)) == pytest.approx(wilson_interval(1, 3))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((3, 2, 1, 2), r"passes cannot exceed runs: 3/2 against 1/2"),
+        ((1, 2, 5, 4), r"passes cannot exceed runs: 1/2 against 5/4"),
+        ((-1, 2, 1, 2), r"passed_a must be an integer count >= 0, got -1"),
+        ((1, -2, 1, 2), r"n_a must be an integer count >= 0, got -2"),
+        ((1, 2, 1.0, 2), r"passed_b must be an integer count >= 0, got 1\.0"),
+        ((1, 2, 1, True), r"n_b must be an integer count >= 0, got True"),
+    ],
+)
+def test_fisher_exact_rejects_impossible_tables(args: tuple[object, ...], message: str) -> None:
+    """fisher_exact(3, 2, 1, 2) (more passes than runs) used to raise KeyError."""
+    from pytest_llmlab.report.compare import fisher_exact
+
+    with pytest.raises(ValueError, match=message):
+        fisher_exact(*args)  # type: ignore[arg-type]
+    assert fisher_exact(3, 4, 1, 4) == pytest.approx(34 / 70)  # valid tables unchanged
+
+
 # --------------------------------------------------------------------------- verdicts
 
 

@@ -18,10 +18,17 @@ wraps (see `pytest_llmlab.energy.base`): each process unfolds RAPL wraps on its 
 its unwrapped values are the device's plus a constant multiple of ``wrap_j``. Rather
 than taking every cross-process difference modulo ``wrap_j``, which silently loses
 whole wraps over any slice longer than one wrap period (about a minute for a loaded
-package), each component resolves one constant offset per process from the closest
-pair of samples of two processes (see `_resolve_offsets`), then works on one common
-counter. Wherever all slices hold less than one wrap, this gives the same numbers as
-the modulo rule; beyond that it stays exact where the modulo rule does not.
+package), each component resolves one constant offset per process, then works on one
+common counter (see `_resolve_offsets`). The offsets come from the processes' own wrap
+tracking where the windows carry it (``wraps_start``/``wraps_end``/``events``, from
+`pytest_llmlab.energy.base.wrap_fields`): a window knows its process's wrap count at
+every instant inside it, so at another process's sample there the difference of the
+two counts is the offset, exactly, however long the gaps. Only processes that no such
+evidence joins fall back to the closest pair of samples and the wrap count that average
+power suggests; where more than one count fits that gap, every window of the component
+is low-confidence with the reason, never silently one of them. Wherever all slices
+hold less than one wrap, this gives the same numbers as the modulo rule; beyond that it
+stays exact where the modulo rule does not.
 
 Guarantees (on consistent counters):
 
@@ -35,6 +42,9 @@ Guarantees (on consistent counters):
 
 Inconsistent counters (a slice whose energy comes out negative) are clamped to zero and
 the windows active there carry a ``warning``; (b) then holds up to the clamped amount.
+Shared windows whose numbers rest on a guess (the wrap count between two processes, or
+a process whose meter could not count its own wraps: an event with a ``doubt``) carry
+a ``low_confidence_reason``; a lone window's own doubt is its reading's already.
 
 Decisions:
 
@@ -62,7 +72,9 @@ Decisions:
 
 Cost: one sort of the windows and of each component's edges, then one sweep that
 visits the active windows of each slice: O(n log n + n k) for n windows and at most k
-active at once (token curves add O(log m) per window and slice for m segments).
+active at once (token curves add O(log m) per window and slice for m segments). Wrap
+evidence adds one more such sweep, and O(e) per lookup in a window holding e events,
+only for components of several processes whose windows carry it.
 """
 
 from __future__ import annotations
@@ -71,10 +83,10 @@ import math
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby, pairwise
 
-from pytest_llmlab.energy.base import Window
+from pytest_llmlab.energy.base import CounterEvent, Window
 
 __all__ = ["Attributed", "attribute"]
 
@@ -88,6 +100,12 @@ class Attributed:
     shared: bool  # overlapped another window of the same host and domain
     share: float  # joules / gross_joules (1.0 where the gross is not positive)
     warning: str | None = None  # set where the counters disagreed (bad data)
+    #: Set where the split rests on a guess: why (the wrap count between processes).
+    low_confidence_reason: str | None = None
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.low_confidence_reason is not None
 
 
 def attribute(windows: Iterable[Window]) -> dict[str, dict[str, Attributed]]:
@@ -189,9 +207,7 @@ def _lone(window: Window) -> Attributed:
 
 def _with_warning(attributed: Attributed, warning: str) -> Attributed:
     joined = warning if attributed.warning is None else f"{attributed.warning}; {warning}"
-    return Attributed(
-        attributed.joules, attributed.gross_joules, attributed.shared, attributed.share, joined
-    )
+    return replace(attributed, warning=joined)
 
 
 def _tolerance(*values: float) -> float:
@@ -215,6 +231,7 @@ class _Edge:
     process: str
     joules: float
     index: int  # the window's index in its component
+    wraps: int | None  # the process's wrap count at this sample; None: not recorded
 
 
 @dataclass(slots=True)
@@ -234,16 +251,17 @@ def _attribute_component(component: list[Window], wrap: float) -> list[tuple[Win
             edge
             for index, w in enumerate(component)
             for edge in (
-                _Edge(w.t_start_ns, w.process, w.counter_start_j, index),
-                _Edge(w.t_end_ns, w.process, w.counter_end_j, index),
+                _Edge(w.t_start_ns, w.process, w.counter_start_j, index, w.wraps_start),
+                _Edge(w.t_end_ns, w.process, w.counter_end_j, index, w.wraps_end),
             )
         ),
         key=lambda e: (e.t_ns, e.process, e.index),
     )
     instants = [list(group) for _, group in groupby(edges, key=lambda e: e.t_ns)]
     times = [group[0].t_ns for group in instants]
-    offsets = _resolve_offsets(component, instants, times, wrap)
+    offsets, guess = _resolve_offsets(component, instants, times, wrap)
     values = [_instant_value(group, offsets, wrap) for group in instants]
+    doubt = _join(guess, _component_doubt(component))
 
     tallies = [_Tally() for _ in component]
     shares = [0.0] * len(component)  # the hot loop's accumulators, kept apart: plain lists
@@ -271,7 +289,22 @@ def _attribute_component(component: list[Window], wrap: float) -> list[tuple[Win
             tallies[index].shared = True
     for tally, joules in zip(tallies, shares, strict=True):
         tally.joules = joules
-    return [_result(w, tally) for w, tally in zip(component, tallies, strict=True)]
+    return [_result(w, tally, doubt) for w, tally in zip(component, tallies, strict=True)]
+
+
+def _join(*reasons: str | None) -> str | None:
+    present = [r for r in reasons if r]
+    return "; ".join(present) if present else None
+
+
+def _component_doubt(component: list[Window]) -> str | None:
+    """The first doubt any window's meter logged, naming its process: its counter may
+    be off by whole wraps there, and every slice value built on it with it."""
+    for window in component:
+        for event in window.events:
+            if event.doubt is not None:
+                return f"{window.process}: {event.doubt}"
+    return None
 
 
 def _slices(component: list[Window], times: list[int]) -> Iterator[tuple[int, list[int]]]:
@@ -306,7 +339,7 @@ def _instant_value(group: list[_Edge], offsets: dict[str, int], wrap: float) -> 
     return math.fsum(values) / len(values)
 
 
-def _result(window: Window, tally: _Tally) -> tuple[Window, Attributed]:
+def _result(window: Window, tally: _Tally, doubt: str | None) -> tuple[Window, Attributed]:
     gross = window.joules
     share = tally.joules / gross if gross > 0 else 1.0
     warning = None
@@ -316,7 +349,7 @@ def _result(window: Window, tally: _Tally) -> tuple[Window, Attributed]:
             f"counters disagree: {tally.negative_slices} slice(s) with negative energy "
             f"clamped to 0 (first at {at_ns} ns: {energy:.6g} J)"
         )
-    return window, Attributed(tally.joules, gross, tally.shared, share, warning)
+    return window, Attributed(tally.joules, gross, tally.shared, share, warning, doubt)
 
 
 # -- cross-process offsets ---------------------------------------------------------
@@ -367,40 +400,131 @@ class _WrapUnion:
 
 def _resolve_offsets(
     component: list[Window], instants: list[list[_Edge]], times: list[int], wrap: float
-) -> dict[str, int]:
-    """Whole wraps to add to each process's samples to put them on one scale.
+) -> tuple[dict[str, int], str | None]:
+    """Whole wraps to add to each process's samples to put them on one scale, and the
+    reason to doubt them where a count had to be guessed (None where none was).
 
-    Links join samples of different processes at one instant or at consecutive cut
-    points, which connects every process of the component. They are taken shortest gap
-    first (Kruskal), so each offset comes from the closest pair of samples available,
-    where the fewest wraps can hide. Each link picks the number of wraps that puts the
-    energy between its samples inside [0, bound] (the gross of the smallest window
-    covering the gap: a gap cannot hold more than a window around it) and nearest the
-    estimate (the shortest covering window's average power times the gap). When the
-    bound is below one wrap there is only one such choice: the modulo rule's answer.
+    First the evidence (`_evidence_links`): exact offsets from windows that carry their
+    process's wrap counts. Processes it leaves apart are joined by links between
+    samples of different processes at one instant or at consecutive cut points. They
+    are taken shortest gap first (Kruskal), so each offset comes from the closest pair
+    of samples available, where the fewest wraps can hide. Each link picks the number
+    of wraps that puts the energy between its samples inside [0, bound] (the gross of
+    the smallest window covering the gap: a gap cannot hold more than a window around
+    it) and nearest the estimate (the shortest covering window's average power times
+    the gap). When the bound is below one wrap there is only one such choice: the
+    modulo rule's answer; when there are several, the guess is reported.
     """
     processes = {w.process for w in component}
     if wrap <= 0 or len(processes) == 1:
-        return {}
-    tree = _spanning_links(instants, times, len(processes))
-    # Which links join the processes does not depend on the wrap counts, so the windows
-    # around a gap are looked up only for the few links of the tree.
-    needed = {link.slice_index for link in tree if link.slice_index >= 0}
-    hints: dict[int, tuple[float, float]] = {}
-    if needed:
-        for i, active in _slices(component, times):
-            if i in needed:
-                hints[i] = _gap_hint(component, active, times[i + 1] - times[i])
+        return {}, None
     offsets = _WrapUnion()
-    for link in tree:
-        estimate, bound = hints.get(link.slice_index, (0.0, 0.0))
-        k = _wraps_between(link.earlier.joules, link.later.joules, estimate, bound, wrap)
-        offsets.union(link.earlier.process, link.later.process, k)
-    return {process: offsets.find(process)[1] for process in processes}
+    evidence = _evidence_links(component, instants, times, wrap, len(processes) - 1)
+    for witness, other, k in evidence:
+        offsets.union(witness, other, k)
+    guess = None
+    if len(evidence) < len(processes) - 1:
+        tree = _spanning_links(instants, times, len(processes), evidence)
+        # Which links join the processes does not depend on the wrap counts, so the
+        # windows around a gap are looked up only for the few links of the tree.
+        needed = {link.slice_index for link in tree if link.slice_index >= 0}
+        hints: dict[int, tuple[float, float]] = {}
+        if needed:
+            for i, active in _slices(component, times):
+                if i in needed:
+                    hints[i] = _gap_hint(component, active, times[i + 1] - times[i])
+        for link in tree:
+            estimate, bound = hints.get(link.slice_index, (0.0, 0.0))
+            earlier, later = link.earlier, link.later
+            k, fits = _wraps_between(earlier.joules, later.joules, estimate, bound, wrap)
+            if fits > 1 and guess is None:
+                guess = (
+                    f"wrap count between {earlier.process} and {later.process} not unique: "
+                    f"{fits} counts of the {wrap:g} J range fit the "
+                    f"{(later.t_ns - earlier.t_ns) / 1e9:.4g} s between their samples at "
+                    f"{earlier.t_ns} and {later.t_ns} ns, and no window records its "
+                    f"process's wraps there; took the one nearest average power "
+                    f"({later.joules - earlier.joules + k * wrap:.6g} J)"
+                )
+            offsets.union(earlier.process, later.process, k)
+    return {process: offsets.find(process)[1] for process in processes}, guess
 
 
-def _spanning_links(instants: list[list[_Edge]], times: list[int], processes: int) -> list[_Link]:
-    """The links joining all processes, shortest gaps first (Kruskal's choice)."""
+def _evidence_links(
+    component: list[Window],
+    instants: list[list[_Edge]],
+    times: list[int],
+    wrap: float,
+    needed: int,
+) -> list[tuple[str, str, int]]:
+    """Exact offsets ``(a, b, k)``: ``offset(b) - offset(a) == k``, from the wrap
+    tracking the windows carry, until ``needed`` links join every process.
+
+    A window covering a slice contains both of its cut points, so it knows its
+    process's wrap count at each sample there (`_count_at`); the sample's own process
+    knows its count too, and both read one register: their counts differ by exactly
+    the offset between the two processes. Every slice has a covering window, so where
+    the windows carry the counts this joins all processes of the component.
+    """
+    if not any(w.wraps_start is not None for w in component):
+        return []
+    joined = _WrapUnion()
+    links: list[tuple[str, str, int]] = []
+    for i, active in _slices(component, times):
+        witnesses = [component[j] for j in active if component[j].wraps_start is not None]
+        for edge in (*instants[i], *instants[i + 1]):
+            if edge.wraps is None:
+                continue
+            raw = edge.joules - edge.wraps * wrap  # the register, as this sample read it
+            for witness in witnesses:
+                if joined.find(witness.process)[0] == joined.find(edge.process)[0]:
+                    continue  # the same process, or joined already
+                count = _count_at(witness, edge.t_ns, raw, wrap)
+                if count is None:
+                    continue
+                joined.union(witness.process, edge.process, 0)
+                links.append((witness.process, edge.process, count - edge.wraps))
+                if len(links) == needed:
+                    return links
+    return links
+
+
+def _count_at(window: Window, t_ns: int, raw: float, wrap: float) -> int | None:
+    """The wrap count of ``window``'s process at ``t_ns`` (inside the window), given
+    the register's raw value there; None where ``t_ns`` falls between the two reads
+    around a wrap and the value fits both sides or neither."""
+    count = window.wraps_start if window.wraps_start is not None else 0
+    for event in window.events:
+        if event.t1_ns <= t_ns:
+            count = event.wraps
+            continue
+        if event.t0_ns >= t_ns:
+            break
+        if event.wraps != count:
+            return _side_of_wrap(event, count, raw, wrap)
+    return count
+
+
+def _side_of_wrap(event: CounterEvent, before: int, raw: float, wrap: float) -> int | None:
+    """Before or after the wrap ``event`` counted: the count whose value of ``raw``
+    lies between the reads around it (within 1% of the range: read noise)."""
+    slack = 0.01 * wrap
+    fits = [
+        count
+        for count in (before, event.wraps)
+        if event.j0 - slack <= raw + count * wrap <= event.j1 + slack
+    ]
+    return fits[0] if len(fits) == 1 else None
+
+
+def _spanning_links(
+    instants: list[list[_Edge]],
+    times: list[int],
+    processes: int,
+    joined_by: Sequence[tuple[str, str, int]] = (),
+) -> list[_Link]:
+    """The links joining all processes (those ``joined_by`` joins already count as
+    one), shortest gaps first (Kruskal's choice)."""
     links: list[_Link] = []
     for group in instants:
         for a, b in pairwise(group):  # sorted by process: same-process runs skipped
@@ -412,12 +536,14 @@ def _spanning_links(instants: list[list[_Edge]], times: list[int], processes: in
             links.append(_Link(times[i + 1] - times[i], len(links), i, *pair))
     links.sort(key=lambda link: (link.gap_ns, link.order))
     joined = _WrapUnion()
+    for earlier, later, _ in joined_by:
+        joined.union(earlier, later, 0)
     tree: list[_Link] = []
     for link in links:
+        if len(tree) + len(joined_by) >= processes - 1:
+            break
         if joined.union(link.earlier.process, link.later.process, 0):
             tree.append(link)
-            if len(tree) == processes - 1:
-                break
     return tree
 
 
@@ -445,9 +571,12 @@ def _cross_pair(before: list[_Edge], after: list[_Edge]) -> tuple[_Edge, _Edge] 
     return None
 
 
-def _wraps_between(earlier: float, later: float, estimate: float, bound: float, wrap: float) -> int:
+def _wraps_between(
+    earlier: float, later: float, estimate: float, bound: float, wrap: float
+) -> tuple[int, int]:
     """Whole wraps k so that ``later - earlier + k * wrap`` is the energy between two
-    samples: inside [0, bound] where possible, nearest the estimate among those."""
+    samples: inside [0, bound] where possible, nearest the estimate among those; and
+    how many k fit [0, bound] (0: none, bad data; more than 1: k is a guess)."""
     diff = later - earlier
     nearest = round((estimate - diff) / wrap)
     # Rounding noise must not push an exact zero (one register read by two processes
@@ -456,8 +585,8 @@ def _wraps_between(earlier: float, later: float, estimate: float, bound: float, 
     low = math.ceil((-slack - diff) / wrap)
     high = math.floor((bound + slack - diff) / wrap)
     if low > high:
-        return nearest  # no choice is consistent: bad data, flagged later as negative
-    return min(max(nearest, low), high)
+        return nearest, 0  # no choice is consistent: bad data, flagged later as negative
+    return min(max(nearest, low), high), high - low + 1
 
 
 # -- token weights -----------------------------------------------------------------

@@ -169,6 +169,10 @@ class MeterSet:
         self._short_window = [
             m.short_window_joules for m in self.meters if hasattr(m, "short_window_joules")
         ]
+        #: domain -> how a person names it (a meter's optional ``domain_labels``).
+        self._labels: dict[str, str] = {}
+        for meter in self.meters:
+            self._labels.update(getattr(meter, "domain_labels", None) or {})
 
     @classmethod
     def from_settings(cls, settings: Settings, *, extra: Sequence[Meter] = ()) -> MeterSet:
@@ -226,7 +230,7 @@ class MeterSet:
             ],
         }
         if self._short_window:
-            end = self._integrate_short_windows(start, end)
+            end, first_token = self._integrate_short_windows(start, end, first_token)
         return reading_from_samples(
             start=start,
             end=end,
@@ -239,51 +243,85 @@ class MeterSet:
             baseline_w=self.baseline_w,
             grid_gco2_per_kwh=self.grid_gco2_per_kwh,
             kwh_price=self.kwh_price,
+            labels=self._labels,
         )
 
     def _integrate_short_windows(
-        self, start: list[CounterSample], end: list[CounterSample]
-    ) -> list[CounterSample]:
+        self,
+        start: list[CounterSample],
+        end: list[CounterSample],
+        first_token: list[CounterSample] | None,
+    ) -> tuple[list[CounterSample], list[CounterSample] | None]:
         """GPU energy counters update about every 100 ms: a shorter window's counter
         delta is mostly quantization, so its energy comes from power samples instead
-        (provenance ``integrated``)."""
+        (provenance ``integrated``). The first-token sample of such a domain is
+        integrated from the same power samples, so prefill and decode split the
+        integrated energy, not a raw counter value against an integrated end."""
         begin = {s.domain: s for s in start}
+        marks = {s.domain: s for s in first_token} if first_token else {}
         replaced: list[CounterSample] = []
         for sample in end:
             first = begin.get(sample.domain)
-            joules = None
-            if first is not None:
-                for integrate in self._short_window:
-                    joules = integrate(sample.domain, first.t_ns, sample.t_ns)
-                    if joules is not None:
-                        break
-            if joules is None or first is None:
+            if first is None:
                 replaced.append(sample)
+                continue
+            for integrate in self._short_window:
+                joules = integrate(sample.domain, first.t_ns, sample.t_ns)
+                if joules is not None:
+                    break
             else:
-                replaced.append(
-                    sample._replace(joules=first.joules + joules, provenance="integrated")
+                replaced.append(sample)
+                continue
+            replaced.append(sample._replace(joules=first.joules + joules, provenance="integrated"))
+            mark = marks.get(sample.domain)
+            if mark is not None:
+                # The same power samples up to the first token (clamped into the
+                # window, and to the end's integral so the two agree); by time if
+                # that integral fails.
+                t_mark = min(max(mark.t_ns, first.t_ns), sample.t_ns)
+                part = integrate(sample.domain, first.t_ns, t_mark)
+                if part is None:
+                    span = sample.t_ns - first.t_ns
+                    part = joules * (t_mark - first.t_ns) / span if span > 0 else 0.0
+                part = min(max(part, 0.0), joules)
+                marks[sample.domain] = mark._replace(
+                    joules=first.joules + part, provenance="integrated"
                 )
-        return replaced
+        if first_token:
+            first_token = [marks.get(s.domain, s) for s in first_token]
+        return replaced, first_token
 
     def _gpu_stats(self, start: list[CounterSample], end: list[CounterSample]) -> GpuStats | None:
         t0 = min((s.t_ns for s in start), default=0)
         t1 = max((s.t_ns for s in end), default=t0)
         per_gpu: list[dict[str, Any]] = []
+        scopes: set[str] = set()
         for meter in self.meters:
             stats = getattr(meter, "gpu_stats", None)
             if stats is None:
                 continue
+            power_scope = getattr(meter, "power_scope", None)
             for sample in end:
                 if sample.domain.startswith("gpu-"):
                     per_gpu.append(stats(sample.domain, t0, t1))
+                    scope = power_scope(sample.domain) if power_scope is not None else None
+                    if scope is not None:
+                        scopes.add(scope)
         if not per_gpu:
             return None
-        return _combine_gpu_stats(per_gpu)
+        combined = _combine_gpu_stats(per_gpu)
+        if scopes:
+            combined.power_scope = scopes.pop() if len(scopes) == 1 else "mixed"
+        return combined
 
     def cloud_reading(
         self, *, provider: str, model: str, completion_tokens: int, latency_s: float
     ) -> EnergyReading:
-        """The EcoLogits estimate of a cloud generation, with carbon and cost derived."""
+        """The EcoLogits estimate of a cloud generation, with carbon and cost derived.
+
+        EcoLogits models a request's energy from its output tokens and latency, not its
+        prompt, so all of it is decode: ``prefill_joules`` 0, ``decode_joules`` the total.
+        """
         from pytest_llmlab.energy.cloud import ecologits_reading
 
         reading = ecologits_reading(
@@ -293,12 +331,15 @@ class MeterSet:
             latency_s=latency_s,
             zone=self.grid_zone,
         )
-        return reading.derived(
+        reading = reading.derived(
             completion_tokens=completion_tokens,
             baseline_w=None,
             grid_gco2_per_kwh=self.grid_gco2_per_kwh if self.grid_zone is None else None,
             kwh_price=self.kwh_price,
         )
+        if reading.joules is None:
+            return reading
+        return reading.model_copy(update={"prefill_joules": 0.0, "decode_joules": reading.joules})
 
     def measure_baseline(
         self, seconds: float, sleep: Callable[[float], None] = time.sleep

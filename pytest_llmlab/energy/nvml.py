@@ -1,6 +1,10 @@
 """The NVIDIA GPU meter: NVML energy counters, or integrated power where there are none.
 
-Per visible GPU, one domain ``gpu-<n>`` (``n`` = position in the visible list):
+Per visible GPU, one domain ``gpu-<uuid>`` (``gpu-GPU-8f3c...``, the UUID as NVML and
+``nvidia-smi -L`` print it): a physical GPU has one name in every process, so two xdist
+workers with ``CUDA_VISIBLE_DEVICES=0`` and ``=1`` never report the same domain for two
+GPUs (attribution would merge them). The position in this process's visible list is
+the label beside it (``gpu 0 (NVIDIA H100 80GB HBM3)``, :attr:`NvmlMeter.domain_labels`).
 
 * **counter path** (Volta and newer): ``nvmlDeviceGetTotalEnergyConsumption`` is a
   64-bit millijoule counter since the driver loaded; ``sample()`` reads it directly,
@@ -12,15 +16,24 @@ Per visible GPU, one domain ``gpu-<n>`` (``n`` = position in the visible list):
   ``sample()`` forces one fresh reading so the value is current at the window edge;
   provenance ``integrated``.
 
+**Power scope.** On Grace Hopper (GH200) the energy counter covers the whole module
+(GPU, Grace CPU, memory) while power is read at GPU scope by default. Where the driver
+answers ``NVML_FI_DEV_POWER_INSTANT`` at ``NVML_POWER_SCOPE_MODULE`` (as Zeus reads
+it), power is read at module scope, so short windows integrated from power and the
+power statistics cover what the counter covers; elsewhere GPU scope.
+:meth:`NvmlMeter.power_scope` says which, and readings carry it
+(``gpu_stats.power_scope``).
+
 The sampler thread (:class:`~pytest_llmlab.energy.timeline.Sampler`, one daemon thread
 in this process, no subprocess) also records power, GPU utilization, memory used and
 temperature for :meth:`NvmlMeter.gpu_stats`; a metric the GPU does not support is read
 once, found ``NotSupported`` and reported as ``None`` from then on.
 
 GPU selection follows ``CUDA_VISIBLE_DEVICES`` (or the ``visible_devices`` argument):
-a comma list of indices or UUIDs (``GPU-...``, a unique prefix is enough, as CUDA
-allows). The first entry that matches no GPU (or repeats one) ends the list, as in
-CUDA. **Assumption:** an index means the NVML index (PCI bus order); CUDA numbers GPUs
+a comma list of indices (ASCII digits only: an Arabic-Indic or fullwidth digit, which
+``str.isdigit`` accepts, is no index) or UUIDs (``GPU-...``, a unique prefix is enough,
+as CUDA allows). The first entry that matches no GPU (or repeats one) ends the list, as
+in CUDA. **Assumption:** an index means the NVML index (PCI bus order); CUDA numbers GPUs
 the same way only under ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (its default orders fastest
 first), so on mixed multi-GPU boxes prefer UUIDs. ``MIG-...`` instances are rejected:
 NVML energy and power are per physical GPU, not per MIG instance.
@@ -33,6 +46,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +66,9 @@ __all__ = [
 
 #: NVML refreshes the total-energy counter about every 100 ms.
 COUNTER_PERIOD_NS = 100_000_000
+
+#: A CUDA_VISIBLE_DEVICES index: ASCII digits only (``str.isdigit`` accepts any script's).
+_INDEX = re.compile(r"[0-9]+")
 
 #: Keys of :meth:`NvmlMeter.gpu_stats` (the fields of ``reading.GpuStats``).
 GPU_STAT_KEYS = (
@@ -112,6 +129,7 @@ class NvmlApi(Protocol):
     NVMLError_DriverNotLoaded: type[Exception]
     NVML_TEMPERATURE_GPU: int
     NVML_FI_DEV_POWER_INSTANT: int
+    NVML_POWER_SCOPE_MODULE: int
 
     def nvmlInit(self) -> None: ...
     def nvmlShutdown(self) -> None: ...
@@ -121,7 +139,7 @@ class NvmlApi(Protocol):
     def nvmlDeviceGetName(self, handle: object, /) -> str | bytes: ...
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: object, /) -> int: ...
     def nvmlDeviceGetFieldValues(
-        self, handle: object, field_ids: list[int], /
+        self, handle: object, field_ids: list[int | tuple[int, int]], /
     ) -> Sequence[_FieldValue]: ...
     def nvmlDeviceGetPowerUsage(self, handle: object, /) -> int: ...
     def nvmlDeviceGetUtilizationRates(self, handle: object, /) -> _Utilization: ...
@@ -150,9 +168,9 @@ def select_visible(spec: str | None, uuids: Sequence[str]) -> tuple[list[int], l
     """NVML indices of the GPUs ``spec`` (a ``CUDA_VISIBLE_DEVICES`` value) makes
     visible, in visible order, and notes on ignored entries.
 
-    ``None`` = every GPU. Entries are NVML indices or ``GPU-`` UUIDs (exact or a unique
-    prefix, case-insensitive); the first entry that matches nothing, is ambiguous or
-    repeats a GPU ends the list (CUDA ignores it and all after it). ``MIG-`` entries
+    ``None`` = every GPU. Entries are NVML indices (ASCII digits only) or ``GPU-`` UUIDs
+    (exact or a unique prefix, case-insensitive); the first entry that matches nothing,
+    is ambiguous or repeats a GPU ends the list (CUDA ignores it and all after it). ``MIG-`` entries
     raise :class:`MeterUnavailable`.
     """
     if spec is None:
@@ -180,7 +198,7 @@ def _match_entry(entry: str, lowered_uuids: Sequence[str]) -> int | None:
             f"NVML: CUDA_VISIBLE_DEVICES selects MIG instance {entry!r}; NVML measures "
             "energy per physical GPU, not per MIG instance, so MIG is not supported"
         )
-    if entry.isdigit():
+    if _INDEX.fullmatch(entry):
         index = int(entry)
         return index if index < len(lowered_uuids) else None
     if entry.upper().startswith("GPU-") and len(entry) > 4:
@@ -196,7 +214,7 @@ def _match_entry(entry: str, lowered_uuids: Sequence[str]) -> int | None:
 class NvmlDevice:
     """One visible GPU and how it is metered."""
 
-    domain: str  # gpu-<position in the visible list>
+    domain: str  # gpu-<uuid>
     index: int  # NVML index
     uuid: str
     name: str
@@ -205,10 +223,20 @@ class NvmlDevice:
     energy: Literal["counter", "power"] = "counter"
     #: "field" (instant power field), "usage" (nvmlDeviceGetPowerUsage) or None.
     power_source: Literal["field", "usage"] | None = None
+    #: What the power reading covers: "module" (Grace Hopper: GPU + CPU + memory, as
+    #: the energy counter does), "gpu", or None without a power reading.
+    power_scope: Literal["module", "gpu"] | None = None
     #: Sampler metrics this GPU supports (util_pct, mem_mb, temp_c, power_w).
     metrics: set[str] = field(default_factory=set)
     #: Why a metric or the energy counter is missing, for the header / debugging.
     unsupported: dict[str, str] = field(default_factory=dict)
+    #: Position in this process's visible list (CUDA's device ordinal here).
+    position: int = 0
+
+    @property
+    def label(self) -> str:
+        """How a person names it in this process: ``gpu 0 (NVIDIA H100 80GB HBM3)``."""
+        return f"gpu {self.position} ({self.name})"
 
 
 class NvmlMeter:
@@ -289,7 +317,7 @@ class NvmlMeter:
         if (
             spec is not None
             and len(uuids) > 1
-            and any(e.strip().isdigit() for e in spec.split(","))
+            and any(_INDEX.fullmatch(e.strip()) for e in spec.split(","))
             and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID"
         ):
             self.notes.append(
@@ -297,7 +325,7 @@ class NvmlMeter:
                 "CUDA_DEVICE_ORDER=PCI_BUS_ID or use GPU UUIDs to be sure CUDA agrees"
             )
         devices = [
-            self._probe(f"gpu-{pos}", index, handles[index], uuids[index])
+            self._probe(pos, index, handles[index], uuids[index])
             for pos, index in enumerate(chosen)
         ]
         if not any(d.energy == "counter" or d.power_source for d in devices):
@@ -306,27 +334,37 @@ class NvmlMeter:
             )
         return [d for d in devices if d.energy == "counter" or d.power_source]
 
-    def _probe(self, domain: str, index: int, handle: object, uuid: str) -> NvmlDevice:
-        """Find the energy path and the supported sampler metrics of one GPU."""
+    def _probe(self, position: int, index: int, handle: object, uuid: str) -> NvmlDevice:
+        """Find the energy path, the power scope and the supported sampler metrics of
+        one GPU (the ``position``-th visible one)."""
         api = self._api
         try:
             name = _text(api.nvmlDeviceGetName(handle))
         except api.NVMLError:
             name = "NVIDIA GPU"
-        dev = NvmlDevice(domain=domain, index=index, uuid=uuid, name=name, handle=handle)
+        dev = NvmlDevice(
+            domain=f"gpu-{uuid}",
+            index=index,
+            uuid=uuid,
+            name=name,
+            handle=handle,
+            position=position,
+        )
         try:
             api.nvmlDeviceGetTotalEnergyConsumption(handle)
         except api.NVMLError as exc:
             dev.energy = "power"
             dev.unsupported["energy_counter"] = str(exc)
-        if self._field_power(handle) is not None:
-            dev.power_source = "field"
+        if self._field_power(handle, "module") is not None:
+            dev.power_source, dev.power_scope = "field", "module"
+        elif self._field_power(handle, "gpu") is not None:
+            dev.power_source, dev.power_scope = "field", "gpu"
         elif self._try(dev, "power_w", lambda: api.nvmlDeviceGetPowerUsage(handle)):
-            dev.power_source = "usage"
+            dev.power_source, dev.power_scope = "usage", "gpu"
         if dev.power_source:
             dev.metrics.add("power_w")
         elif dev.energy == "power":
-            self.notes.append(f"{domain} ({uuid}): no energy counter and no power reading")
+            self.notes.append(f"{dev.label} ({uuid}): no energy counter and no power reading")
         probes = {
             "util_pct": lambda: api.nvmlDeviceGetUtilizationRates(handle).gpu,
             "mem_mb": lambda: api.nvmlDeviceGetMemoryInfo(handle).used,
@@ -348,14 +386,21 @@ class NvmlMeter:
 
     # -- readings -----------------------------------------------------------------
 
-    def _field_power(self, handle: object) -> float | None:
-        """Instant power in W from NVML_FI_DEV_POWER_INSTANT, None if unavailable."""
+    def _field_power(self, handle: object, scope: Literal["module", "gpu"]) -> float | None:
+        """Instant power in W from NVML_FI_DEV_POWER_INSTANT at ``scope``, None if
+        unavailable (GPU scope is the field's default; module scope asks for it)."""
         api = self._api
         field_id: int | None = getattr(api, "NVML_FI_DEV_POWER_INSTANT", None)
         if field_id is None or not hasattr(api, "nvmlDeviceGetFieldValues"):
             return None  # a binding older than the field
+        request: int | tuple[int, int] = field_id
+        if scope == "module":
+            module: int | None = getattr(api, "NVML_POWER_SCOPE_MODULE", None)
+            if module is None:
+                return None  # a binding older than power scopes
+            request = (field_id, module)
         try:
-            value = api.nvmlDeviceGetFieldValues(handle, [field_id])[0]
+            value = api.nvmlDeviceGetFieldValues(handle, [request])[0]
         except api.NVMLError:
             return None
         member = _VALUE_MEMBERS.get(value.valueType)
@@ -365,8 +410,8 @@ class NvmlMeter:
 
     def _power(self, dev: NvmlDevice) -> float | None:
         """Current power of one GPU in W (None if this read failed)."""
-        if dev.power_source == "field":
-            return self._field_power(dev.handle)
+        if dev.power_source == "field" and dev.power_scope is not None:
+            return self._field_power(dev.handle, dev.power_scope)
         if dev.power_source == "usage":
             return self._api.nvmlDeviceGetPowerUsage(dev.handle) / 1000.0
         return None
@@ -432,6 +477,21 @@ class NvmlMeter:
         except (NoSamples, ValueError):
             return None
 
+    @property
+    def domain_labels(self) -> dict[str, str]:
+        """Each GPU domain and how a person names it here (``gpu 0 (NVIDIA ...)``):
+        `MeterSet` puts these beside the domains of every reading."""
+        return {dev.domain: dev.label for dev in self.devices}
+
+    def power_scope(self, domain: str) -> Literal["module", "gpu"] | None:
+        """What ``domain``'s power reading covers: ``module`` (Grace Hopper's GPU + CPU
+        + memory, like its energy counter), ``gpu``, or None (not this meter's, or no
+        power reading)."""
+        for dev in self.devices:
+            if dev.domain == domain:
+                return dev.power_scope
+        return None
+
     def gpu_stats(self, domain: str, t0_ns: int, t1_ns: int) -> dict[str, float | None]:
         """Utilization %, memory MiB, temperature C and power W of one GPU over
         [t0_ns, t1_ns]: averages (time-weighted) and maxima; None where the GPU does
@@ -457,7 +517,9 @@ class NvmlMeter:
             how = "energy counter"
             if dev.energy == "power":
                 how = f"power integrated at {self.sampler.hz:g} Hz"
-            parts.append(f"{dev.domain} {dev.name} ({how})")
+            if dev.power_scope == "module":
+                how += ", power at module scope"
+            parts.append(f"{dev.label} {dev.uuid} ({how})")
         return "; ".join(parts + self.notes)
 
     def close(self) -> None:

@@ -11,24 +11,50 @@ by both interfaces is kept once, from MSR.
 ``energy_uj`` wraps at ``max_energy_range_uj``. A daemon thread reads every counter
 often enough that it cannot wrap twice unseen, and ``sample()`` runs the same update, so
 each process holds a monotonic unwrapped counter (raw + wraps x range).
+
+How often: a zone's fastest wrap is its range at its maximum power, the largest
+positive ``constraint_*_max_power_uw`` of the zone, or :data:`ASSUMED_MAX_WATTS` where
+it states none (DRAM zones usually, AMD often). The poller reads :data:`POLLS_PER_WRAP`
+times per fastest wrap of any zone (clamped to [0.05 s, 5 s]), so a late poll, or power
+up to that many times the stated maximum, still sees every wrap.
+
+What a read means, against the previous read of the same counter (``dt`` apart):
+
+- forward: energy, no wrap;
+- backward by less than :data:`NOISE_FRACTION` of the range: read noise (held at the
+  previous value, so the counter never goes back), not a wrap: a wrap would mean 99% of
+  a range since the last read, which no zone draws between reads taken on schedule;
+- backward by more: one wrap. Where that wrap means more than ``POLLS_PER_WRAP`` times
+  the zone's maximum power, it is counted and flagged (an impossible step);
+- ``dt`` longer than one wrap period at the maximum power (a stalled thread, a paused
+  VM): the wraps in between cannot be counted uniquely. The read is counted as above
+  (never an invented wrap count) and flagged.
+
+Each counted wrap and each flag becomes a `CounterEvent` in the samples' log: windows
+carry the events inside them, so a flagged read makes the reading low-confidence, and
+attribution can place this process's counter against another's exactly.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from .base import CounterSample, MeterUnavailable
+from .base import CounterEvent, CounterSample, MeterUnavailable
 
 __all__ = [
     "ASSUMED_MAX_WATTS",
     "DEFAULT_ROOT",
+    "NOISE_FRACTION",
+    "POLLS_PER_WRAP",
     "ROOT_ENV",
     "RaplMeter",
     "poll_interval_for",
@@ -38,11 +64,17 @@ __all__ = [
 DEFAULT_ROOT = "/sys/class/powercap"
 #: Environment variable that points the meter at another tree (tests, containers).
 ROOT_ENV = "LLMLAB_POWERCAP_ROOT"
-#: Highest power one zone is assumed to draw; sets the fastest possible wrap.
-ASSUMED_MAX_WATTS = 500.0
-#: Poll this fraction of the fastest wrap period: several polls per period, so a late
-#: or descheduled poll still lands before a second wrap.
-_POLL_SAFETY_FRACTION = 0.25
+#: Highest power a zone is assumed to draw where it states no maximum (no positive
+#: ``constraint_*_max_power_uw``): twice the 500 W TDP of the largest server packages
+#: sold, so the fastest wrap it implies errs on the short side.
+ASSUMED_MAX_WATTS = 1000.0
+#: Polls per wrap period at the zone's maximum power: several, so a late or
+#: descheduled poll still lands before a second wrap.
+POLLS_PER_WRAP = 4
+#: A backward step below this fraction of the range is read noise, not a wrap.
+NOISE_FRACTION = 0.01
+#: Events a counter's log keeps (oldest dropped): a wrap takes minutes on real zones.
+_MAX_EVENTS = 1024
 _MIN_POLL_S = 0.05
 _MAX_POLL_S = 5.0
 #: sysfs values are short decimal strings; 64 bytes hold any 64-bit counter.
@@ -53,6 +85,7 @@ _MMIO_PREFIX = "intel-rapl-mmio"
 #: Lower rank wins when one package appears under both interfaces.
 _INTERFACE_RANK = {_MSR_PREFIX: 0, _MMIO_PREFIX: 1}
 _TOP_ZONE = re.compile(r"^(intel-rapl|intel-rapl-mmio):(\d+)$")
+_MAX_POWER = re.compile(r"^constraint_\d+_max_power_uw$")
 _PACKAGE = "package-"
 
 
@@ -73,15 +106,45 @@ class _Counter:
     path: Path  # the energy_uj file, for error messages
     fd: int
     range_uj: int
-    last_raw: int = 0
+    max_power_w: float
+    last_raw: int = 0  # the highest raw value since the last wrap (noise is held)
+    last_t_ns: int = 0
     wraps: int = 0
+    events: tuple[CounterEvent, ...] = ()
+    period_ns: float = field(init=False)  # one wrap at full power (uJ / W = us)
+    noise_uj: float = field(init=False)  # backward steps below this are noise
+
+    def __post_init__(self) -> None:
+        self.period_ns = self.range_uj * 1000 / self.max_power_w
+        self.noise_uj = self.range_uj * NOISE_FRACTION
 
 
-def poll_interval_for(ranges_uj: list[int]) -> float:
-    """Seconds between polls: a safe fraction of the fastest possible wrap of any of
-    the counters at :data:`ASSUMED_MAX_WATTS`, clamped to [0.05 s, 5 s]."""
-    fastest_wrap_s = min(r / 1e6 for r in ranges_uj) / ASSUMED_MAX_WATTS
-    return min(_MAX_POLL_S, max(_MIN_POLL_S, fastest_wrap_s * _POLL_SAFETY_FRACTION))
+def poll_interval_for(ranges_uj: Sequence[int], max_watts: Sequence[float] | None = None) -> float:
+    """Seconds between polls: :data:`POLLS_PER_WRAP` polls per fastest wrap of any of
+    the counters (its range at its maximum power, :data:`ASSUMED_MAX_WATTS` where
+    ``max_watts`` is not given), clamped to [0.05 s, 5 s]."""
+    watts = max_watts if max_watts is not None else [ASSUMED_MAX_WATTS] * len(ranges_uj)
+    fastest_wrap_s = min(r / 1e6 / w for r, w in zip(ranges_uj, watts, strict=True))
+    return min(_MAX_POLL_S, max(_MIN_POLL_S, fastest_wrap_s / POLLS_PER_WRAP))
+
+
+def _max_power_w(directory: Path) -> float:
+    """A zone's maximum power: its largest positive ``constraint_*_max_power_uw``, or
+    :data:`ASSUMED_MAX_WATTS` where it has none (unreadable or garbage files ignored)."""
+    best = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        names = []
+    for name in names:
+        if _MAX_POWER.match(name):
+            try:
+                text = (directory / name).read_bytes().strip()
+            except OSError:
+                continue
+            if text.isdigit():
+                best = max(best, int(text))
+    return best / 1e6 if best > 0 else ASSUMED_MAX_WATTS
 
 
 def _default_root() -> Path:
@@ -192,17 +255,66 @@ def _read_range(directory: Path, root: Path, prefixes: set[str]) -> int:
     return value
 
 
-def _unwrap(counter: _Counter, raw: int) -> int:
-    """Fold a fresh raw reading into ``counter`` and return the unwrapped value in uJ.
+def _unwrap(counter: _Counter, raw: int, t_ns: int) -> int:
+    """Fold a fresh raw reading taken at ``t_ns`` into ``counter`` and return the
+    unwrapped value in uJ (the rules are in the module's docstring).
 
-    A reading below the previous one means the register passed ``range_uj`` and
-    restarted: one wrap. This is exact as long as reads come at least once per wrap
-    period, which the poller guarantees. Call with the meter's lock held.
+    Exact as long as reads come at least once per wrap period, which the poller
+    guarantees; a read that breaks that, or an impossible step, is logged as a doubt.
+    Call with the meter's lock held.
     """
-    if raw < counter.last_raw:
-        counter.wraps += 1
+    last = counter.last_raw
+    dt_ns = t_ns - counter.last_t_ns
+    counter.last_t_ns = t_ns
+    if raw >= last:
+        counter.last_raw = raw
+        if dt_ns <= counter.period_ns:
+            return counter.wraps * counter.range_uj + raw  # the common case: no event
+        _log(counter, last, dt_ns, wrapped=False, impossible_w=None)
+        return counter.wraps * counter.range_uj + raw
+    if last - raw < counter.noise_uj:
+        # Noise: hold the previous value, so the counter never goes backwards.
+        if dt_ns > counter.period_ns:
+            _log(counter, last, dt_ns, wrapped=False, impossible_w=None)
+        return counter.wraps * counter.range_uj + last
+    counter.wraps += 1
     counter.last_raw = raw
+    watts = (raw + counter.range_uj - last) * 1e3 / dt_ns if dt_ns > 0 else math.inf
+    impossible = watts if watts > POLLS_PER_WRAP * counter.max_power_w else None
+    _log(counter, last, dt_ns, wrapped=True, impossible_w=impossible)
     return counter.wraps * counter.range_uj + raw
+
+
+def _log(
+    counter: _Counter, last: int, dt_ns: int, *, wrapped: bool, impossible_w: float | None
+) -> None:
+    """Append the event of the read just folded into ``counter`` (previous raw value
+    ``last``, ``dt_ns`` after the previous read): a wrap, a doubt, or both."""
+    doubt = None
+    if dt_ns > counter.period_ns:
+        doubt = (
+            f"RAPL {counter.domain}: {dt_ns / 1e9:.4g} s between reads, longer than one "
+            f"wrap period ({counter.period_ns / 1e9:.4g} s at {counter.max_power_w:g} W): "
+            f"wraps in between cannot be counted; counted {int(wrapped)}"
+        )
+    elif impossible_w is not None:
+        doubt = (
+            f"RAPL {counter.domain}: counter stepped back {last - counter.last_raw} uJ in "
+            f"{dt_ns / 1e9:.4g} s; as a wrap that is {impossible_w:.4g} W, beyond "
+            f"{POLLS_PER_WRAP} x the zone's {counter.max_power_w:g} W; counted 1 wrap"
+        )
+    range_uj = counter.range_uj
+    before = (counter.wraps - wrapped) * range_uj + last
+    after = counter.wraps * range_uj + counter.last_raw
+    event = CounterEvent(
+        counter.last_t_ns - dt_ns,
+        before / 1e6,
+        counter.last_t_ns,
+        after / 1e6,
+        counter.wraps,
+        doubt,
+    )
+    counter.events = (*counter.events[-(_MAX_EVENTS - 1) :], event)
 
 
 class RaplMeter:
@@ -215,7 +327,15 @@ class RaplMeter:
 
     name: str = "rapl"
 
-    def __init__(self, root: str | Path | None = None, poll_interval_s: float | None = None):
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        poll_interval_s: float | None = None,
+        *,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ):
+        """``poll_interval_s`` overrides the derived interval; ``clock`` (ns, default
+        ``time.monotonic_ns``) stamps every read (tests inject one)."""
         self.root = Path(root) if root is not None else _default_root()
         if poll_interval_s is not None and not poll_interval_s > 0:
             raise ValueError(f"poll_interval_s must be positive, got {poll_interval_s!r}")
@@ -233,11 +353,14 @@ class RaplMeter:
         self._poll_count = 0
         self._closed = False
         self._stop = threading.Event()
+        self._clock = clock
         self._counters = self._open_all(specs)
+        #: What POLLS_PER_WRAP polls per fastest wrap need; used unless overridden.
+        self.required_poll_interval_s = poll_interval_for(
+            [c.range_uj for c in self._counters], [c.max_power_w for c in self._counters]
+        )
         self.poll_interval_s = (
-            poll_interval_s
-            if poll_interval_s is not None
-            else poll_interval_for([c.range_uj for c in self._counters])
+            poll_interval_s if poll_interval_s is not None else self.required_poll_interval_s
         )
         self._thread = threading.Thread(target=self._run, name="llmlab-rapl-poller", daemon=True)
         self._thread.start()
@@ -251,11 +374,11 @@ class RaplMeter:
             for spec in specs:
                 range_uj = _read_range(spec.directory, self.root, prefixes)
                 path = spec.directory / "energy_uj"
-                counter = _Counter(
-                    spec.domain, path, _open_counter(path, self.root, prefixes), range_uj
-                )
+                fd = _open_counter(path, self.root, prefixes)
+                counter = _Counter(spec.domain, path, fd, range_uj, _max_power_w(spec.directory))
                 counters.append(counter)
                 counter.last_raw = _pread_uj(counter.fd, path)
+                counter.last_t_ns = self._clock()
         except BaseException:
             for counter in counters:
                 os.close(counter.fd)
@@ -281,13 +404,22 @@ class RaplMeter:
         must be ordered with their unwrap updates or a stale pre-wrap read could land
         after a post-wrap one and count a second, phantom wrap."""
         samples = []
+        clock = self._clock
         for counter in self._counters:
             raw = _pread_uj(counter.fd, counter.path)
-            t_ns = time.monotonic_ns()
-            total_uj = _unwrap(counter, raw)
+            t_ns = clock()
+            total_uj = _unwrap(counter, raw, t_ns)
             # Positional: this runs per domain at every window edge (the 100 us target).
             samples.append(
-                CounterSample(counter.domain, total_uj / 1e6, t_ns, counter.range_uj / 1e6)
+                CounterSample(
+                    counter.domain,
+                    total_uj / 1e6,
+                    t_ns,
+                    counter.range_uj / 1e6,
+                    "measured",
+                    counter.wraps,
+                    counter.events,
+                )
             )
         return samples
 

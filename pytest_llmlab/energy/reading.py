@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field, SkipValidation
 
-from pytest_llmlab.energy.base import CounterSample, Provenance, domain_kind
+from pytest_llmlab.energy.base import (
+    CounterSample,
+    Provenance,
+    counter_doubt,
+    domain_kind,
+    wrap_fields,
+)
 
 __all__ = [
     "LOW_CONFIDENCE_BELOW_S",
@@ -15,6 +21,7 @@ __all__ = [
     "DomainEnergy",
     "EnergyReading",
     "GpuStats",
+    "split_at_first_token",
     "weakest",
 ]
 
@@ -49,6 +56,10 @@ class DomainEnergy(BaseModel):
     joules: float
     provenance: Provenance
     domains: list[str] = Field(default_factory=list)  # e.g. ["package-0", "package-1"]
+    #: How a person names a domain, where its meter says: GPU domains are named by UUID
+    #: (``gpu-GPU-8f3c...``), labelled by their position in this process's visible list
+    #: (``"gpu 0 (NVIDIA H100 80GB HBM3)"``).
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class GpuStats(BaseModel):
@@ -62,6 +73,10 @@ class GpuStats(BaseModel):
     temp_max_c: float | None = None
     power_avg_w: float | None = None
     power_max_w: float | None = None
+    #: What the power figures cover: ``module`` (the whole module, e.g. Grace Hopper's
+    #: GPU + CPU + memory, as its energy counter does), ``gpu``, or ``mixed`` (GPUs
+    #: read at different scopes); None where no power is read.
+    power_scope: str | None = None
 
 
 class EnergyReading(BaseModel):
@@ -70,6 +85,10 @@ class EnergyReading(BaseModel):
     ``joules`` is gross (everything the meters saw during the window); ``net_joules``
     subtracts the idle baseline. ``wh_per_1k`` is Wh per 1000 completion tokens: the
     energy-weighted output token, prefill and decode energy amortized over the output.
+
+    ``prefill_joules`` (to the first output token) and ``decode_joules`` (after it) are
+    both set or both None (no first token: a `meter.window`); when set, each lies in
+    ``[0, joules]`` and they add up to ``joules``, whatever path the energy took.
     """
 
     joules: float | None
@@ -159,14 +178,37 @@ def derived_figures(
     }
 
 
-def _window_delta(start: dict[str, CounterSample], end: Sequence[CounterSample]) -> float:
-    """Total joules between two sample sets (domains in both), never negative."""
-    total = 0.0
-    for sample in end:
-        first = start.get(sample.domain)
-        if first is not None and sample.joules > first.joules:
-            total += sample.joules - first.joules
-    return total
+def split_at_first_token(
+    parts: Sequence[tuple[CounterSample, CounterSample, float]],
+    first_token: Sequence[CounterSample],
+    total: float,
+) -> tuple[float, float]:
+    """``(prefill, decode)`` of a window whose domains are ``parts``: (start sample, end
+    sample, the domain's joules, never negative) and ``total`` their sum.
+
+    Each domain's prefill is its counter at the first token minus its start, clamped to
+    ``[0, its joules]`` (a counter read raw at the first token can lie beyond an end
+    that was integrated, or quantized back); a domain not sampled at the first token is
+    split by time there. Decode is the rest, so ``prefill + decode == total`` and both
+    lie in ``[0, total]`` on every path.
+    """
+    marks: dict[str, CounterSample] = {}
+    t_mark = first_token[0].t_ns
+    for sample in first_token:
+        marks[sample.domain] = sample
+        t_mark = max(t_mark, sample.t_ns)
+    prefill = 0.0
+    for first, last, joules in parts:
+        mark = marks.get(first.domain)
+        if mark is not None:
+            part = mark.joules - first.joules
+        elif last.t_ns > first.t_ns:
+            part = joules * (t_mark - first.t_ns) / (last.t_ns - first.t_ns)
+        else:
+            part = 0.0
+        prefill += min(max(part, 0.0), joules)
+    prefill = min(prefill, total)
+    return prefill, total - prefill
 
 
 def reading_from_samples(
@@ -182,11 +224,14 @@ def reading_from_samples(
     baseline_w: float | None = None,
     grid_gco2_per_kwh: float | None = None,
     kwh_price: float | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> EnergyReading:
     """The gross reading of one window from its edge samples, every figure filled.
 
     ``window`` (``window_id``, ``host``, ``process``, ``segments``) names the window:
     the reading then carries one `Window` dict per domain for session-end attribution.
+    ``labels`` (domain -> how a person names it) go on the components that have them.
+    ``first_token`` splits the energy into prefill and decode (`split_at_first_token`).
 
     Runs at every generation's end (the bench's 100 us window target), so it makes one
     pass over the samples and builds each pydantic model once.
@@ -203,6 +248,8 @@ def reading_from_samples(
     # kind -> (joules, worst provenance rank, domains), in sample order.
     kinds: dict[str, tuple[float, int, list[str]]] = {}
     windows: list[dict[str, Any]] = []
+    parts: list[tuple[CounterSample, CounterSample, float]] = []
+    doubt: str | None = None  # why a counter's delta cannot be trusted (RAPL wraps)
     for sample in end:
         first = begin.get(sample.domain)
         if first is None:
@@ -224,12 +271,18 @@ def reading_from_samples(
                     "segments": window["segments"],
                 }
             )
+            if sample.wrap_j:
+                windows[-1].update(wrap_fields(first, sample))  # RAPL's wrap evidence
+        if sample.events:
+            doubt = doubt or counter_doubt(first, sample)
         t_end = max(t_end, sample.t_ns)
         joules = sample.joules - first.joules
         joules = max(joules, 0.0)
         rank = _RANK[sample.provenance]
         worst = max(worst, rank)
         total += joules
+        if first_token:
+            parts.append((first, sample, joules))
         kind = domain_kind(sample.domain)
         previous = kinds.get(kind)
         if previous is None:
@@ -241,15 +294,27 @@ def reading_from_samples(
     if not kinds:
         return EnergyReading.unavailable("no meter produced a reading", duration_s=duration_s)
     components = {
-        kind: DomainEnergy(joules=j, provenance=PROVENANCE_ORDER[r], domains=d)
+        kind: DomainEnergy(
+            joules=j,
+            provenance=PROVENANCE_ORDER[r],
+            domains=d,
+            labels={x: labels[x] for x in d if x in labels} if labels else {},
+        )
         for kind, (j, r, d) in kinds.items()
     }
     provenance = PROVENANCE_ORDER[worst]
     prefill = decode = None
     if first_token:
-        prefill = _window_delta(begin, first_token)
-        decode = _window_delta({s.domain: s for s in first_token}, end)
+        prefill, decode = split_at_first_token(parts, first_token, total)
     low = duration_s < LOW_CONFIDENCE_BELOW_S
+    reason = (
+        f"window of {duration_s:.3f} s is shorter than {LOW_CONFIDENCE_BELOW_S:g} s: "
+        "counter updates (1-100 ms) dominate the delta"
+        if low
+        else None
+    )
+    if doubt is not None:
+        reason = doubt if reason is None else f"{reason}; {doubt}"
     return EnergyReading(
         joules=total,
         cpu=components.pop("cpu", None),
@@ -261,13 +326,8 @@ def reading_from_samples(
         duration_s=duration_s,
         provenance=provenance,
         measured=provenance in _MEASURED,
-        low_confidence=low,
-        low_confidence_reason=(
-            f"window of {duration_s:.3f} s is shorter than {LOW_CONFIDENCE_BELOW_S:g} s: "
-            "counter updates (1-100 ms) dominate the delta"
-            if low
-            else None
-        ),
+        low_confidence=reason is not None,
+        low_confidence_reason=reason,
         note=note,
         meter=list(meters),
         gpu_stats=gpu_stats,

@@ -103,11 +103,18 @@ def attribute_records(records: Sequence[Mapping[str, Any]]) -> Counter[str]:
             continue
         window_id = energy["windows"][0]["window_id"]
         results = attributed.get(window_id, {})
-        if not any(r.shared or r.warning for r in results.values()):
+        if not any(r.shared or r.warning or r.low_confidence for r in results.values()):
             continue
         _rewrite(energy, results)
         warnings = sorted({r.warning for r in results.values() if r.warning})
-        if warnings:
-            energy["attribution_warning"] = "; ".join(warnings)
+        doubts = sorted({r.low_confidence_reason or "" for r in results.values()} - {""})
+        if warnings or doubts:
+            energy["attribution_warning"] = "; ".join(warnings + doubts)
+        if doubts:
+            # The share rests on a guess (a wrap count): the reading says so, and why.
+            energy["low_confidence"] = True
+            reasons = [r for r in [energy.get("low_confidence_reason")] if r]
+            reasons.extend(d for d in doubts if not any(d in r for r in reasons))
+            energy["low_confidence_reason"] = "; ".join(reasons)
         changed[str(energy.get("provenance"))] += 1
     return changed

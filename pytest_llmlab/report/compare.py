@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import random
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -114,8 +115,15 @@ def fisher_exact(passed_a: int, n_a: int, passed_b: int, n_b: int) -> float:
     """Two-sided Fisher exact p-value of ``passed_a/n_a`` against ``passed_b/n_b``.
 
     Sums the hypergeometric probabilities of every table with the same margins that is
-    no more likely than the observed one.
+    no more likely than the observed one. Raises ValueError unless every argument is an
+    integer count and each side passed at most its runs.
     """
+    counts = {"passed_a": passed_a, "n_a": n_a, "passed_b": passed_b, "n_b": n_b}
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"{name} must be an integer count >= 0, got {value!r}")
+    if passed_a > n_a or passed_b > n_b:
+        raise ValueError(f"passes cannot exceed runs: {passed_a}/{n_a} against {passed_b}/{n_b}")
     total, passes = n_a + n_b, passed_a + passed_b
     low, high = max(0, passes - n_b), min(passes, n_a)
     weights = {x: math.comb(n_a, x) * math.comb(n_b, passes - x) for x in range(low, high + 1)}
