@@ -78,11 +78,19 @@ class Record(TypedDict):
     suite: str | None
     category: str | None
     prompt_tokens: int | None
+    #: The part of ``prompt_tokens`` the server took from its prompt cache; None when
+    #: it does not say.
+    cached_prompt_tokens: int | None
     completion_tokens: int | None
     ttft_s: float | None
     total_s: float | None
+    #: Prefill over the prompt tokens actually processed (cached ones excluded).
     prefill_tokens_per_s: float | None
     decode_tokens_per_s: float | None
+    #: Where the two rates come from: ``server`` (its own timings, llama.cpp's
+    #: ``prompt_per_second``/``predicted_per_second``) or ``client`` (computed from the
+    #: stream's timings); None in a record of a test that died before a generation.
+    rates_from: str | None
     #: Completion tokens over the whole request.
     tokens_per_s: float | None
     finish_reason: str | None
@@ -141,11 +149,13 @@ def record_from_generation(
         "suite": None,
         "category": None,
         "prompt_tokens": generation.usage.prompt_tokens,
+        "cached_prompt_tokens": generation.usage.cached_prompt_tokens,
         "completion_tokens": generation.usage.completion_tokens,
         "ttft_s": timings.ttft_s,
         "total_s": timings.total_s,
         "prefill_tokens_per_s": timings.prefill_tokens_per_s,
         "decode_tokens_per_s": timings.decode_tokens_per_s,
+        "rates_from": timings.rates_from,
         "tokens_per_s": tokens_per_s,
         "finish_reason": generation.finish_reason,
         "error": generation.error,
@@ -468,11 +478,13 @@ def _stub_record(start: Mapping[str, Any]) -> Record:
         "suite": None,
         "category": None,
         "prompt_tokens": None,
+        "cached_prompt_tokens": None,
         "completion_tokens": None,
         "ttft_s": None,
         "total_s": None,
         "prefill_tokens_per_s": None,
         "decode_tokens_per_s": None,
+        "rates_from": None,
         "tokens_per_s": None,
         "finish_reason": "error",
         "error": "the process running the test died before a generation completed",

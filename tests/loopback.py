@@ -96,6 +96,9 @@ class Script:
     reasoning: tuple[str, ...] = ()
     finish_reason: str = "stop"
     prompt_tokens: int = 7
+    #: Of those, the ones served from the prompt cache: sent as OpenAI documents it,
+    #: ``usage.prompt_tokens_details.cached_tokens`` (None: no details object).
+    cached_tokens: int | None = None
     #: Send usage even when ``include_usage`` was not asked (False: never send it).
     usage: bool = True
     status: int = 200
@@ -389,6 +392,8 @@ class _Handler(BaseHTTPRequestHandler):
             "completion_tokens": completion,
             "total_tokens": script.prompt_tokens + completion,
         }
+        if script.cached_tokens is not None:
+            chunk["usage"]["prompt_tokens_details"] = {"cached_tokens": script.cached_tokens}
         return chunk
 
     def _sse_head(self, *, chunked: bool = True) -> None:

@@ -428,3 +428,130 @@ def test_server_timings_kept_when_plain() -> None:
         "predicted_per_second": 41.5,
         "cache": "hit",
     }
+
+
+# -- cached prompt tokens and the server's own rates -----------------------------------
+
+
+def timed(
+    usage: dict[str, Any], timings: dict[str, Any] | None = None
+) -> tuple[GenerationAssembler, FakeClock]:
+    """A stream with its first token at 0.5 s and its end at 2.5 s, then `usage` (and a
+    llama.cpp ``timings`` object) in the last chunk."""
+    clock = FakeClock()
+    asm = assembler(clock)
+    clock.advance(0.5)
+    asm.add(chunk("a"))
+    for text in "bcd":
+        clock.advance(0.5)
+        asm.add(chunk(text))
+    asm.add(chunk(finish_reason="stop"))
+    last: dict[str, Any] = {"choices": [], "usage": usage}
+    if timings is not None:
+        last["timings"] = timings
+    asm.add(last)
+    clock.advance(0.5)
+    return asm, clock
+
+
+def test_openai_cached_tokens_are_not_prefill_work() -> None:
+    """OpenAI's ``usage.prompt_tokens_details.cached_tokens``: the prefill rate is over
+    the prompt tokens actually processed, and the cached count is kept."""
+    usage = {
+        "prompt_tokens": 1200,
+        "completion_tokens": 4,
+        "total_tokens": 1204,
+        "prompt_tokens_details": {"cached_tokens": 1024},
+    }
+    asm, _ = timed(usage)
+    gen = asm.finish()
+    assert gen.usage.prompt_tokens == 1200
+    assert gen.usage.cached_prompt_tokens == 1024
+    assert gen.usage.processed_prompt_tokens == 176
+    assert gen.timings.prefill_tokens_per_s == pytest.approx(176 / 0.5)
+    assert gen.timings.decode_tokens_per_s == pytest.approx(3 / 2.0)
+    assert gen.timings.rates_from == "client"
+
+
+def test_llama_cpp_cache_n_counts_when_usage_has_no_details() -> None:
+    """llama.cpp's ``timings.cache_n`` is the cached count where usage lacks one."""
+    asm, _ = timed({"prompt_tokens": 37, "completion_tokens": 4}, {"cache_n": 24, "prompt_n": 13})
+    gen = asm.finish()
+    assert gen.usage.cached_prompt_tokens == 24
+    assert gen.timings.prefill_tokens_per_s == pytest.approx(13 / 0.5)
+    assert gen.timings.rates_from == "client"
+
+
+def test_no_cache_information_leaves_the_whole_prompt() -> None:
+    asm, _ = timed({"prompt_tokens": 40, "completion_tokens": 4})
+    gen = asm.finish()
+    assert gen.usage.cached_prompt_tokens is None
+    assert gen.usage.processed_prompt_tokens == 40
+    assert gen.timings.prefill_tokens_per_s == pytest.approx(40 / 0.5)
+
+
+def test_server_rates_are_preferred_and_say_so() -> None:
+    """llama.cpp timed the work itself: its ``prompt_per_second`` and
+    ``predicted_per_second`` are the rates, and ``rates_from`` is ``server``."""
+    timings = {
+        "cache_n": 24,
+        "prompt_n": 13,
+        "prompt_ms": 37.356,
+        "prompt_per_second": 348.0,
+        "predicted_n": 4,
+        "predicted_ms": 40.0,
+        "predicted_per_second": 100.0,
+    }
+    usage = {
+        "prompt_tokens": 37,
+        "completion_tokens": 4,
+        "prompt_tokens_details": {"cached_tokens": 24},
+    }
+    asm, _ = timed(usage, timings)
+    gen = asm.finish()
+    assert gen.timings.prefill_tokens_per_s == 348.0
+    assert gen.timings.decode_tokens_per_s == 100.0
+    assert gen.timings.rates_from == "server"
+    assert gen.usage.cached_prompt_tokens == 24
+    assert gen.timings.server["cache_n"] == 24
+
+
+@pytest.mark.parametrize(
+    "timings",
+    [
+        {"prompt_per_second": 348.0},  # one rate only: both come from the client
+        {"prompt_per_second": 348.0, "predicted_per_second": float("inf")},
+        {"prompt_per_second": -1.0, "predicted_per_second": 100.0},
+        {"prompt_per_second": True, "predicted_per_second": 100.0},
+        {"prompt_per_second": "fast", "predicted_per_second": 100.0},
+        {"prompt_per_second": 0, "predicted_per_second": 100.0},
+    ],
+)
+def test_server_rates_that_are_not_two_positive_numbers_are_not_used(
+    timings: dict[str, Any],
+) -> None:
+    asm, _ = timed({"prompt_tokens": 20, "completion_tokens": 4}, timings)
+    t = asm.finish().timings
+    assert t.rates_from == "client"
+    assert t.prefill_tokens_per_s == pytest.approx(20 / 0.5)
+    assert t.decode_tokens_per_s == pytest.approx(3 / 2.0)
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        ({"cached_tokens": 50}, 20),  # more than the prompt: clamped to it
+        ({"cached_tokens": -3}, None),
+        ({"cached_tokens": "10"}, None),
+        ({"cached_tokens": True}, None),
+        ({"audio_tokens": 0}, None),
+        ("not an object", None),
+    ],
+)
+def test_odd_cached_counts(details: object, expected: int | None) -> None:
+    asm, _ = timed({"prompt_tokens": 20, "completion_tokens": 4, "prompt_tokens_details": details})
+    gen = asm.finish()
+    assert gen.usage.cached_prompt_tokens == expected
+    assert gen.usage.processed_prompt_tokens == 20 - (expected or 0)
+    if expected == 20:
+        assert gen.timings.prefill_tokens_per_s is None  # nothing was processed

@@ -161,8 +161,32 @@ def test_xdist_workers_overlapping_on_one_host_share_energy(
 def test_summary_names_estimates_as_estimates(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two workers generating together under the machine-wide CPU estimate: the
-    readings share, and the summary line does not call them measured."""
+    """Two workers generating together under the machine-wide CPU estimate (a local
+    server among the session's models chooses it): the readings share, and the
+    summary line does not call them measured."""
+    barrier = pytester.mkdir("barrier")
+    monkeypatch.setenv("BARRIER_DIR", str(barrier))
+    test = BARRIER_TEST.replace('assert gen.energy.other["plug"].joules > 0', "")
+    only_local = '@pytest.mark.llm(models=["local:smollm2-135m"])\n@pytest.mark.parametrize'
+    pytester.makepyfile(test.replace("@pytest.mark.parametrize", only_local))
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "--llm-meter=estimate", "--llm-baseline-s=0", "-p", "no:randomly",
+        "--llm-models=local:smollm2-135m,llamacpp:served-elsewhere",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["llmlab energy: 2 reading(s) overlapped others*(2 estimated)"])
+    assert "measured-apportioned" not in result.stdout.str()
+    lines = (pytester.path / "reports" / "results.jsonl").read_text().splitlines()
+    assert {json.loads(line)["energy"]["windows"][0]["domain"] for line in lines} == {
+        "cpu-estimate"
+    }
+
+
+def test_per_process_estimates_of_two_workers_never_share(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded model only: each worker's estimate is its own process's CPU time,
+    so two workers generating together keep their own readings, unshared."""
     barrier = pytester.mkdir("barrier")
     monkeypatch.setenv("BARRIER_DIR", str(barrier))
     pytester.makepyfile(BARRIER_TEST.replace('assert gen.energy.other["plug"].joules > 0', ""))
@@ -170,5 +194,13 @@ def test_summary_names_estimates_as_estimates(
         "-n", "2", "--llm-meter=estimate", "--llm-baseline-s=0", "-p", "no:randomly"
     )
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["llmlab energy: 2 reading(s) overlapped others*(2 estimated)"])
-    assert "measured-apportioned" not in result.stdout.str()
+    assert "overlapped others" not in result.stdout.str()
+    lines = (pytester.path / "reports" / "results.jsonl").read_text().splitlines()
+    energies = [json.loads(line)["energy"] for line in lines]
+    assert len(energies) == 2
+    for energy in energies:
+        assert [w["domain"] for w in energy["windows"]] == ["cpu-estimate-process"]
+        assert energy["provenance"] == "estimated" and "gross_joules" not in energy
+        assert "this process's CPU time" in energy["note"]
+    windows = [e["windows"][0] for e in energies]
+    assert max(w["t_start_ns"] for w in windows) < min(w["t_end_ns"] for w in windows)

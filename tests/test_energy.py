@@ -331,7 +331,10 @@ def test_generations_carry_an_estimated_reading(pytester: pytest.Pytester) -> No
     assert len(records) == 2
     for record in records:
         assert record["energy"]["provenance"] == "estimated"
-        assert record["energy"]["windows"][0]["domain"] == "cpu-estimate"
+        # The embedded model runs in this process: its own CPU time, not the machine's.
+        assert record["energy"]["windows"][0]["domain"] == "cpu-estimate-process"
+        note = record["energy"]["note"]
+        assert "this process's CPU time: local:smollm2-135m runs in this process" in note
 
 
 def test_remote_endpoint_is_not_metered_locally(pytester: pytest.Pytester) -> None:

@@ -14,6 +14,7 @@ from pytest_llmlab import LLM
 from pytest_llmlab.models.local import EmbeddedLlamaCpp
 from pytest_llmlab.models.openai import OpenAICompatible
 from pytest_llmlab.models.spec import parse_spec
+from pytest_llmlab.results import record_from_generation
 
 PARIS = "What is the capital of France? Answer in one word."
 LONG = "List the numbers from 1 to 100, separated by commas."
@@ -68,12 +69,34 @@ def test_usage_and_timings_are_populated_and_consistent(llm: LLM) -> None:
     server = gen.timings.server
     assert server["predicted_n"] == gen.usage.completion_tokens
     assert server["prompt_n"] + server.get("cache_n", 0) == gen.usage.prompt_tokens
+    assert gen.usage.cached_prompt_tokens == server["cache_n"]
+    assert gen.usage.processed_prompt_tokens == server["prompt_n"]
     t = gen.timings
     assert t.ttft_s is not None and 0 < t.ttft_s < t.total_s
-    assert t.prefill_tokens_per_s == pytest.approx(gen.usage.prompt_tokens / t.ttft_s)
-    assert t.decode_tokens_per_s == pytest.approx(39 / (t.total_s - t.ttft_s), rel=1e-6)
+    # llama.cpp times its own work: its rates are the ones reported.
+    assert t.rates_from == "server"
+    assert t.prefill_tokens_per_s == server["prompt_per_second"]
+    assert t.decode_tokens_per_s == server["predicted_per_second"]
     assert t.first_token_ns is not None
     assert t.started_ns < t.first_token_ns < t.finished_ns
+
+
+def test_prompt_cache_hits_are_not_counted_as_prefill_work(llm: LLM) -> None:
+    """The same prompt twice: llama.cpp serves most of the second from its prompt
+    cache, and the record's prefill speed is llama.cpp's own over the tokens it
+    processed, not the whole prompt over the time to first token."""
+    prompt = "Name three rivers of Europe, then three of Asia, one per line."
+    llm.generate(prompt, max_tokens=4)
+    gen = llm.generate(prompt, max_tokens=4)
+    server = gen.timings.server
+    assert server["cache_n"] > 0
+    assert gen.usage.cached_prompt_tokens == server["cache_n"]
+    assert gen.usage.prompt_tokens == server["cache_n"] + server["prompt_n"]
+    record = record_from_generation(gen, test_id="t", alias=None, worker="main")
+    assert record["cached_prompt_tokens"] == server["cache_n"]
+    assert record["rates_from"] == "server"
+    assert record["prefill_tokens_per_s"] == pytest.approx(server["prompt_per_second"], rel=0.01)
+    assert record["decode_tokens_per_s"] == pytest.approx(server["predicted_per_second"], rel=0.01)
 
 
 def test_stream_early_stop_cancels_the_request(llm: LLM) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
 from pytest_llmlab.energy.base import CounterSample, Meter, MeterUnavailable, TokenSegment
-from pytest_llmlab.energy.cpu import CpuEstimateMeter
+from pytest_llmlab.energy.cpu import CpuEstimateMeter, CpuScope, estimate_scope
 from pytest_llmlab.energy.reading import EnergyReading, GpuStats, reading_from_samples
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ def select_meters(
     choice: Sequence[str],
     *,
     cpu_tdp: float | None = None,
+    cpu_scope: CpuScope = "machine",
+    cpu_scope_why: str = "",
     extra: Sequence[Meter] = (),
     factories: dict[str, Callable[[], Meter]] | None = None,
     grid_gco2_per_kwh: float | None = None,
@@ -67,6 +69,8 @@ def select_meters(
     """Build the session's meters; raise MeterSelectionError for an impossible request.
 
     The carbon intensity, grid zone and electricity price are given to every reading.
+    ``cpu_scope`` is whose CPU time the CPU estimate counts (`CpuEstimateMeter`), and
+    ``cpu_scope_why`` why (shown in the description).
     """
     costs: dict[str, Any] = {
         "grid_gco2_per_kwh": grid_gco2_per_kwh,
@@ -97,7 +101,9 @@ def select_meters(
             raise MeterSelectionError(f"--llm-meter={','.join(choice)}: {why}")
     wants_estimate = "estimate" in choice or ("auto" in choice and not meters)
     if wants_estimate:
-        estimate = CpuEstimateMeter(watts_per_logical_cpu=cpu_tdp)
+        estimate = CpuEstimateMeter(
+            watts_per_logical_cpu=cpu_tdp, scope=cpu_scope, why=cpu_scope_why
+        )
         meters.append(estimate)
         notes.append(f"using {estimate.description}")
     if extra:
@@ -179,6 +185,10 @@ class MeterSet:
         """The meters ``--llm-meter`` asks for, with the session's carbon intensity
         (``--llm-grid-gco2-per-kwh``, else the ``--llm-grid-zone`` mix) and price.
 
+        The CPU estimate counts this process's CPU time unless a model of
+        ``--llm-models`` is served by another process on this machine, then every
+        process's (`estimate_scope`).
+
         Raises MeterSelectionError for a meter the machine lacks and ValueError for an
         unknown grid zone.
         """
@@ -187,9 +197,14 @@ class MeterSet:
             from pytest_llmlab.energy.cloud import zone_intensity
 
             carbon = zone_intensity(settings.grid_zone)
+        scope, why = estimate_scope(
+            (m.spec, m.provider, settings.base_urls.get(m.provider)) for m in settings.models
+        )
         return select_meters(
             settings.meter,
             cpu_tdp=settings.cpu_tdp,
+            cpu_scope=scope,
+            cpu_scope_why=why,
             extra=extra,
             grid_gco2_per_kwh=carbon,
             grid_zone=settings.grid_zone,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pytest_llmlab.models.base import (
     Generation,
@@ -290,14 +290,28 @@ class GenerationAssembler:
         completion = raw.get("completion_tokens")
         prompt = raw.get("prompt_tokens")
         if isinstance(completion, int):
+            prompt_tokens = prompt if isinstance(prompt, int) else 0
+            cached = self._cached_tokens(raw)
             return Usage(
-                prompt_tokens=prompt if isinstance(prompt, int) else 0,
+                prompt_tokens=prompt_tokens,
                 completion_tokens=completion,
                 reported=True,
+                cached_prompt_tokens=None if cached is None else max(0, min(cached, prompt_tokens)),
             )
         # No usage from the server: count tokens from logprobs, else content chunks.
         counted = len(self._tokens) or self._content_chunks
         return Usage(prompt_tokens=0, completion_tokens=counted, reported=False)
+
+    def _cached_tokens(self, usage: dict[str, Any]) -> int | None:
+        """Cached prompt tokens: OpenAI's ``usage.prompt_tokens_details.cached_tokens``,
+        else llama.cpp's ``timings.cache_n``; None when neither says."""
+        details = usage.get("prompt_tokens_details")
+        if (
+            isinstance(details, dict)
+            and (cached := _count(details.get("cached_tokens"))) is not None
+        ):
+            return cached
+        return _count(self._server_timings.get("cache_n"))
 
     def _build_timings(self, usage: Usage, finished_ns: int) -> Timings:
         total_s = (finished_ns - self.started_ns) / 1e9
@@ -305,12 +319,19 @@ class GenerationAssembler:
         prefill = decode = None
         if self.first_token_ns is not None:
             ttft_s = (self.first_token_ns - self.started_ns) / 1e9
-            if usage.prompt_tokens and ttft_s > 0:
-                prefill = usage.prompt_tokens / ttft_s
+            # Cached prompt tokens cost the server nothing: the rate is over the rest.
+            if usage.processed_prompt_tokens and ttft_s > 0:
+                prefill = usage.processed_prompt_tokens / ttft_s
             decode_s = (finished_ns - self.first_token_ns) / 1e9
             # The first token belongs to prefill; the rest were decoded after it.
             if usage.completion_tokens > 1 and decode_s > 0:
                 decode = (usage.completion_tokens - 1) / decode_s
+        server_prefill = _rate(self._server_timings.get("prompt_per_second"))
+        server_decode = _rate(self._server_timings.get("predicted_per_second"))
+        rates_from: Literal["server", "client"] = "client"
+        if server_prefill is not None and server_decode is not None:
+            # The server timed the work itself, without HTTP and queueing around it.
+            prefill, decode, rates_from = server_prefill, server_decode, "server"
         return Timings(
             ttft_s=ttft_s,
             total_s=total_s,
@@ -320,7 +341,23 @@ class GenerationAssembler:
             first_token_ns=self.first_token_ns,
             finished_ns=finished_ns,
             server={k: v for k, v in self._server_timings.items() if _plain(v)},
+            rates_from=rates_from,
         )
+
+
+def _count(value: object) -> int | None:
+    """A token count as JSON sends it (a non-negative integer), else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _rate(value: object) -> float | None:
+    """A server's tokens-per-second figure: a finite positive number, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    rate = float(value)
+    return rate if math.isfinite(rate) and rate > 0 else None
 
 
 def _plain(value: object) -> bool:

@@ -7,7 +7,7 @@ records, cassettes) and users inspect them in assertions.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,18 +85,33 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reported: bool = True
+    #: Prompt tokens the server took from its prompt cache instead of processing them
+    #: (OpenAI's ``usage.prompt_tokens_details.cached_tokens``, else llama.cpp's
+    #: ``timings.cache_n``); None when the server does not say. Part of
+    #: ``prompt_tokens``.
+    cached_prompt_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def processed_prompt_tokens(self) -> int:
+        """The prompt tokens the server actually ran through the model: the prompt
+        minus its cached part."""
+        return max(0, self.prompt_tokens - (self.cached_prompt_tokens or 0))
+
 
 class Timings(BaseModel):
     """Client-side timings of one streamed generation, in seconds.
 
-    Measured the same way for every provider (wall clock around the HTTP stream), so
-    models served by different backends compare fairly. ``server`` keeps whatever timing
-    block the server reported (llama.cpp's ``timings``), untouched.
+    ``ttft_s``, ``total_s`` and the edges are measured the same way for every provider
+    (wall clock around the HTTP stream). The two rates are the server's own where it
+    sends them (llama.cpp's ``prompt_per_second`` and ``predicted_per_second``: they
+    leave out the HTTP and queueing time around the work), else computed here:
+    prefill over the prompt tokens actually processed (cached ones excluded) per
+    ``ttft_s``, decode over the tokens after the first; ``rates_from`` says which.
+    ``server`` keeps whatever timing block the server reported, untouched.
     """
 
     ttft_s: float | None = None
@@ -109,6 +124,8 @@ class Timings(BaseModel):
     first_token_ns: int | None = None
     finished_ns: int = 0
     server: dict[str, Any] = Field(default_factory=dict)
+    #: ``server`` when both rates are the server's own, ``client`` when computed here.
+    rates_from: Literal["server", "client"] = "client"
 
 
 class Generation(BaseModel):
