@@ -333,6 +333,9 @@ class FakeNvml:
     def nvmlDeviceGetTemperature(self, handle: object, sensor: int, /) -> int:
         return 60 + self._gpu(handle).reads % 20
 
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: object, /) -> int:
+        return 700_000  # mW
+
 
 def _thread_cpu_clock(name: str) -> Callable[[], float]:
     """A reader of the CPU seconds used so far by the live thread called ``name``."""

@@ -14,6 +14,7 @@ from pytest_llmlab.energy.reading import EnergyReading
 from pytest_llmlab.energy.timeline import NoSamples
 from pytest_llmlab.errors import (
     EndpointUnreachable,
+    FormatError,
     GenerationError,
     GenerationTimeout,
     HistoryError,
@@ -24,6 +25,8 @@ from pytest_llmlab.errors import (
     ModelUnavailable,
     ReportFolderError,
     StreamError,
+    SuiteError,
+    TemplateError,
 )
 from pytest_llmlab.expect import ExpectationFailed, confidence_of, expect, parse
 from pytest_llmlab.extract import JSONExtractionError, SchemaValidationError, extract_json, validate
@@ -51,6 +54,7 @@ __all__ = [
     "EnergyMeter",
     "EnergyReading",
     "ExpectationFailed",
+    "FormatError",
     "Generation",
     "GenerationError",
     "GenerationStream",
@@ -79,6 +83,8 @@ __all__ = [
     "SettingsError",
     "SpecError",
     "StreamError",
+    "SuiteError",
+    "TemplateError",
     "Timings",
     "TokenLogprob",
     "TokenSegment",

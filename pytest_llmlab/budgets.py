@@ -30,6 +30,8 @@ def budget_lines(settings: Settings, records: Iterable[Record]) -> list[str]:
     lines: list[str] = []
     energy_budget, ttft_budget = settings.energy_budget, settings.ttft_budget
     for record in records:
+        if record.get("judge_for"):
+            continue  # a judge's generation is not the tested model's
         where = _where(record)
         energy = record.get("energy") or {}
         if energy_budget is not None:

@@ -31,14 +31,16 @@ __all__ = [
     "item_plan",
     "llm_cases",
     "marker_values",
+    "plan_of",
+    "set_item_plan",
 ]
 
 #: Marker keywords with a meaning of their own; any other keyword is a request param.
-MARKER_KEYS = ("models", "temperatures", "max_tokens", "system", "seed", "stop", *REPEAT_KEYS)
-_GENERATION_KEYS = ("max_tokens", "system", "seed", "stop")
+_GENERATION_KEYS = ("max_tokens", "system", "context", "injections", "seed", "stop")
+MARKER_KEYS = ("models", "temperatures", *_GENERATION_KEYS, *REPEAT_KEYS)
 MARKER_HELP = (
-    "llm(models=[...], temperatures=[...], max_tokens=None, system=None, seed=None, "
-    "stop=None, runs=1, pass_rate=1.0, pass_rule='rate', confidence=0.95, "
+    "llm(models=[...], temperatures=[...], max_tokens=None, system=None, context=None, "
+    "injections=None, seed=None, stop=None, runs=1, pass_rate=1.0, pass_rule='rate', confidence=0.95, "
     "early_stop=True, **params): run this test on these models/temperatures instead of "
     "the session's, with these generation defaults, repeated and decided by pass rate"
 )
@@ -146,3 +148,15 @@ def item_plan(item: pytest.Item, settings: Settings) -> ItemPlan:
     if plan is None:
         plan = item.stash[_PLAN] = _plan(settings, marker_values(item))
     return plan
+
+
+def plan_of(settings: Settings, values: Mapping[str, Any]) -> tuple[list[LLMCase], ItemPlan]:
+    """The cases and plan of marker keywords ``values`` (a suite case's), checked whole:
+    raises SpecError or ValueError naming the keyword at fault."""
+    return llm_cases(settings, values), _plan(settings, values)
+
+
+def set_item_plan(item: pytest.Item, plan: ItemPlan) -> None:
+    """Give ``item`` this plan instead of its markers': how a suite case, which has no
+    ``llm`` marker, says what its generations use (one plan shared by its items)."""
+    item.stash[_PLAN] = plan

@@ -9,9 +9,15 @@ llmlab report results.jsonl -o report.html [--csv out.csv]
 llmlab compare BASELINE CURRENT [--fail wh_per_1k:10%]
                                       changes per test and model; exit 1 on a regression
 llmlab leaderboard results.jsonl [--by category] [--format md|csv|json]
-                                      models ranked by tests passed, with speed, energy, cost
+                                      models ranked by points per category (suite points,
+                                      one per passed Python test), speed, energy, cost
 llmlab history list | save results.jsonl --name NAME
                                       the run history (.llmlab/history.sqlite)
+llmlab calibrate --model SPEC [--runs 30] [--prompt TEXT] [--name NAME]
+                                      measure J per prefill/decode token for estimates
+llmlab calibrate list | show NAME | delete NAME
+                                      the calibrations (.llmlab/calibrations/NAME.toml)
+llmlab prompts list [--dir DIR]       the system-prompt presets suites can name
 
 A run (every RESULTS argument) is a results.jsonl file, ``history:NAME`` or a bare saved
 run's name (``latest``: the newest) from ``--history PATH`` (default ``$LLMLAB_HISTORY``
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +42,7 @@ from pytest_llmlab.errors import LLMLabError
 from pytest_llmlab.models.openai import list_models, redact_url
 from pytest_llmlab.models.providers import PROVIDERS
 from pytest_llmlab.models.store import KNOWN_MODELS, list_stored, pull, store_home
+from pytest_llmlab.redact import terminal_safe
 from pytest_llmlab.report.compare import METRICS, compare_runs, parse_compare_fail
 from pytest_llmlab.report.history import (
     DEFAULT_HISTORY,
@@ -294,7 +302,7 @@ def _report_commands(commands: Any) -> None:
     _add_pricing(compare)
     compare.set_defaults(func=_compare)
 
-    board = commands.add_parser("leaderboard", help="rank models by tests passed")
+    board = commands.add_parser("leaderboard", help="rank models by points per category")
     board.add_argument("results", nargs="+", metavar="RUN", help=_RUN)
     board.add_argument(
         "--by",
@@ -321,6 +329,307 @@ def _report_commands(commands: Any) -> None:
     save.set_defaults(func=_history_save)
 
 
+# -- calibrate ----------------------------------------------------------------------
+
+_CALIBRATE = """Run generations of one model with the best meter available, fit joules per
+prefill token, per decode token and per request (least squares, with confidence
+intervals), and store them with this machine's hardware fingerprint as
+DIR/NAME.toml (default .llmlab/calibrations; commit it). pytest
+--llm-energy-coefficients=NAME then uses it where the CPU estimate would run.
+Subcommands: list, show NAME, delete NAME."""
+
+
+def _calibrations(args: argparse.Namespace) -> Path:
+    from pytest_llmlab.energy.calibration import DEFAULT_DIR
+
+    return Path(args.dir if args.dir is not None else DEFAULT_DIR)
+
+
+def _calibration_file(value: str, args: argparse.Namespace) -> Path:
+    """NAME in the calibrations folder, or a .toml path."""
+    from pytest_llmlab.energy.calibration import calibration_path
+
+    if "/" in value or "\\" in value or value.endswith(".toml"):
+        return Path(value).expanduser()
+    try:
+        return calibration_path(value, _calibrations(args))
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _read_calibration(value: str, args: argparse.Namespace) -> tuple[Path, Any]:
+    from pytest_llmlab.energy.calibration import load_calibration
+
+    path = _calibration_file(value, args)
+    if not path.exists():
+        raise _UsageError(f"no calibration {value!r} ({path} does not exist)")
+    try:
+        return path, load_calibration(path)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _default_calibration_name(model: str, fingerprint: str) -> str:
+    stem = Path(model).name.removesuffix(".gguf")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "model"
+    return f"{slug[:80]}-{fingerprint}"
+
+
+def _print_calibration(calibration: Any, path: Path) -> None:
+    from pytest_llmlab.fingerprint import hardware_fingerprint
+
+    here = hardware_fingerprint()
+    where = "this machine" if calibration.fingerprint == here else f"not this machine ({here})"
+    low = (
+        f", {calibration.low_confidence_runs} low-confidence"
+        if calibration.low_confidence_runs
+        else ""
+    )
+    print(f"calibration {calibration.name!r} ({path})")
+    print(f"  model      {calibration.model}")
+    print(
+        f"  measured   {calibration.created} with {calibration.meter} "
+        f"({calibration.provenance}), {calibration.runs} runs{low}"
+    )
+    print(f"  on         {calibration.box}: {where}")
+    print(
+        f"  tokens     prompt {calibration.prompt_tokens[0]}-{calibration.prompt_tokens[1]}, "
+        f"output {calibration.completion_tokens[0]}-{calibration.completion_tokens[1]}"
+    )
+    ci = f"{calibration.confidence:.0%} CI"
+    print(
+        f"  {'component':<10} {'J/request [' + ci + ']':<30} {'J/prefill token [' + ci + ']':<32} "
+        f"{'J/decode token [' + ci + ']':<32} residual CV"
+    )
+
+    def cell(coefficient: Any) -> str:
+        low, high = coefficient.ci
+        return f"{coefficient.value:.4g} [{low:.4g}, {high:.4g}]"
+
+    rows = [("total", calibration.total), *sorted(calibration.components.items())]
+    for kind, fit in rows:
+        print(
+            f"  {kind:<10} {cell(fit.request_j):<30} {cell(fit.prefill_j_per_token):<32} "
+            f"{cell(fit.decode_j_per_token):<32} {fit.residual_cv:.1%}"
+        )
+
+
+def _calibrate_run(args: argparse.Namespace) -> int:
+    from pytest_llmlab.config import SettingsError, build_settings
+    from pytest_llmlab.energy.calibration import (
+        calibration_doubts,
+        calibration_path,
+        calibration_plan,
+        run_calibration,
+        save_calibration,
+    )
+    from pytest_llmlab.energy.meters import MeterSelectionError, MeterSet
+    from pytest_llmlab.energy.reading import EnergyReading
+    from pytest_llmlab.fingerprint import hardware, hardware_fingerprint
+    from pytest_llmlab.llm import LLM
+    from pytest_llmlab.models.registry import ProviderPool
+
+    if args.model is None:
+        raise _UsageError("give --model SPEC to calibrate, or one of: list, show NAME, delete NAME")
+    try:
+        settings = build_settings(cli={"llm_models": args.model, "llm_meter": args.meter}, ini={})
+        plan = calibration_plan(args.runs, args.prompt or [], args.max_tokens)
+    except (SettingsError, ValueError) as exc:
+        raise _UsageError(str(exc)) from None
+    if len(settings.models) != 1:
+        raise _UsageError(f"--model takes one model, got {len(settings.models)}")
+    spec = settings.models[0]
+    fingerprint = hardware_fingerprint()
+    name = args.name or _default_calibration_name(spec.model, fingerprint)
+    try:
+        path = calibration_path(name, _calibrations(args))
+    except ValueError as exc:
+        raise _UsageError(f"--name: {exc}") from None
+
+    def announce(message: str) -> None:
+        print(f"llmlab calibrate: {message}", file=sys.stderr)
+
+    pool = ProviderPool(
+        base_urls=settings.base_urls,
+        timeout_s=settings.timeout,
+        deadline_s=settings.deadline,
+        threads=settings.threads,
+        ctx=settings.ctx,
+        announce=announce,
+    )
+    try:
+        provider = pool.get(spec)
+        if not getattr(provider, "runs_locally", True):
+            raise _UsageError(
+                f"{spec} runs at {provider.endpoint}, not on this machine: its meters cannot "
+                "see that energy, so it cannot be calibrated here"
+            )
+        provider.ensure_available()
+        try:
+            meters = MeterSet.from_settings(settings)
+        except MeterSelectionError as exc:
+            raise _UsageError(str(exc)) from None
+        announce(f"meters: {meters.description}")
+        llm = LLM(model_spec=spec, temperature=args.temperature, provider=provider, meters=meters)
+        seeds = iter(range(1, 1_000_000))
+
+        def generate(prompt: str, max_tokens: int) -> tuple[EnergyReading, int, int]:
+            gen = llm.generate(prompt, max_tokens=max_tokens, seed=next(seeds), logprobs=False)
+            energy = gen.energy or EnergyReading.unavailable("no reading")
+            return energy, gen.usage.processed_prompt_tokens, gen.usage.completion_tokens
+
+        try:
+            calibration = run_calibration(
+                generate,
+                name=name,
+                model=spec.spec,
+                plan=plan,
+                meter=",".join(meters.names) or "none",
+                meter_description=meters.description,
+                fingerprint=fingerprint,
+                hardware=hardware(),
+                warmup=args.warmup,
+                announce=announce,
+            )
+        except ValueError as exc:  # no reading, or runs that cannot be fitted
+            print(f"llmlab calibrate: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            llm.close()
+            meters.close()
+    finally:
+        pool.close()
+    if path.exists():
+        announce(f"replacing the calibration in {path}")
+    save_calibration(calibration, path)
+    _print_calibration(calibration, path)
+    for doubt in calibration_doubts(calibration):
+        print(f"llmlab calibrate: warning: {doubt}", file=sys.stderr)
+    print(f"use it with: pytest --llm-energy-coefficients={name}")
+    return 0
+
+
+def _calibrate_list(args: argparse.Namespace) -> int:
+    from pytest_llmlab.energy.calibration import Calibration, list_calibrations
+    from pytest_llmlab.fingerprint import hardware_fingerprint
+
+    directory = _calibrations(args)
+    here = hardware_fingerprint()
+    found = False
+    for path, item in list_calibrations(directory):
+        found = True
+        if not isinstance(item, Calibration):
+            print(f"{path.stem}	unreadable: {item}	{path}")
+            continue
+        machine = " (this machine)" if item.fingerprint == here else ""
+        print(
+            f"{item.name}	{item.model}	{item.date}	"
+            f"{item.total.decode_j_per_token.value:.4g} J/decode token	"
+            f"fingerprint {item.fingerprint}{machine}	{path}"
+        )
+    if not found:
+        print(
+            f"no calibrations in {directory} (make one: llmlab calibrate --model SPEC)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _calibrate_show(args: argparse.Namespace) -> int:
+    path, calibration = _read_calibration(args.calibration, args)
+    _print_calibration(calibration, path)
+    return 0
+
+
+def _calibrate_delete(args: argparse.Namespace) -> int:
+    path, calibration = _read_calibration(args.calibration, args)  # only a calibration goes
+    path.unlink()
+    print(f"deleted calibration {calibration.name!r} ({path})")
+    return 0
+
+
+def _add_calibrations_dir(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
+    parser.add_argument(
+        "--dir",
+        metavar="DIR",
+        # A subcommand's own default would replace a --dir given before it.
+        default=argparse.SUPPRESS if sub else None,
+        help="the calibrations folder (default .llmlab/calibrations)",
+    )
+
+
+def _calibrate_commands(commands: Any) -> None:
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="measure energy per token for calibrated estimates; list, show, delete",
+        description=_CALIBRATE,
+    )
+    calibrate.add_argument(
+        "--model", metavar="SPEC", help="the model to calibrate (provider:model)"
+    )
+    calibrate.add_argument(
+        "--runs", type=_arg(_int_at_least(6)), default=30, help="generations to fit (default 30)"
+    )
+    calibrate.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help="a calibration prompt (repeatable; runs repeat it 1-8 times); default: a story request",
+    )
+    calibrate.add_argument(
+        "--max-tokens",
+        type=_arg(_int_at_least(4)),
+        default=128,
+        help="longest answer; runs use a quarter, half and all of it (default 128)",
+    )
+    calibrate.add_argument("--name", help="the calibration's name (default MODEL-FINGERPRINT)")
+    calibrate.add_argument(
+        "--meter",
+        default="auto",
+        help="meters, as --llm-meter (default auto: RAPL/NVML, else the CPU estimate)",
+    )
+    calibrate.add_argument(
+        "--temperature",
+        type=_arg(non_negative),
+        default=0.7,
+        help="sampling temperature (default 0.7)",
+    )
+    calibrate.add_argument(
+        "--warmup",
+        type=_arg(_int_at_least(0)),
+        default=1,
+        help="untimed generations first (default 1)",
+    )
+    _add_calibrations_dir(calibrate)
+    calibrate.set_defaults(func=_calibrate_run)
+    actions = calibrate.add_subparsers(dest="action", metavar="{list,show,delete}")
+    list_cmd = actions.add_parser("list", help="the stored calibrations")
+    _add_calibrations_dir(list_cmd, sub=True)
+    list_cmd.set_defaults(func=_calibrate_list)
+    for action, func, what in (
+        ("show", _calibrate_show, "print a calibration's coefficients and where it was measured"),
+        ("delete", _calibrate_delete, "delete a calibration file"),
+    ):
+        command = actions.add_parser(action, help=what)
+        command.add_argument("calibration", metavar="NAME", help="a calibration name or .toml file")
+        _add_calibrations_dir(command, sub=True)
+        command.set_defaults(func=func)
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise ValueError(f"{value} is less than {minimum}")
+        return value
+
+    parse.__name__ = f"int>={minimum}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="llmlab", description="pytest-llmlab tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -339,7 +648,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     list_cmd.set_defaults(func=_list)
     _report_commands(commands)
+    _calibrate_commands(commands)
+    _prompts_commands(commands)
     return parser
+
+
+def _prompts_list(args: argparse.Namespace) -> int:
+    from pytest_llmlab.suites.presets import list_presets
+
+    folders = [Path(folder) for folder in args.dir or ["system_prompts"]]
+    presets = list_presets(folders)
+    if not presets:
+        searched = ", ".join(str(folder) for folder in folders)
+        print(f"no system-prompt presets (.txt, .md) in {searched}", file=sys.stderr)
+        return 0
+    width = max(len(name) for name in presets)
+    for name, path in presets.items():
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        first = terminal_safe(text.splitlines()[0] if text else "")
+        print(f"{terminal_safe(name):<{width}}  {path}  {first[:80]}")
+    return 0
+
+
+def _prompts_commands(commands: Any) -> None:
+    prompts = commands.add_parser("prompts", help="the system-prompt presets suites name")
+    actions = prompts.add_subparsers(dest="action", required=True)
+    list_cmd = actions.add_parser("list", help="presets: name, file, first line")
+    list_cmd.add_argument(
+        "--dir",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a presets folder (repeatable; earlier wins; default system_prompts)",
+    )
+    list_cmd.set_defaults(func=_prompts_list)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -87,6 +87,13 @@ def _positive(kind: type[int | float]) -> Callable[[str], float | int]:
     return parse
 
 
+def _parse_paths(raw: str) -> list[str]:
+    paths = split_list(raw)
+    if not paths:
+        raise ValueError("no path given")
+    return paths
+
+
 def _parse_bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -203,6 +210,9 @@ class Option:
     ini_type: str = "string"
     env: tuple[str, ...] = ()  # environment names besides LLMLAB_<NAME>
     const: str | None = None  # the value of a bare ``--llm-x`` given without ``=VALUE``
+    #: Repeatable on the command line (``--llm-suite a --llm-suite b``); every source
+    #: gives a comma-separated list, and the value is the list.
+    multiple: bool = False
 
     @property
     def cli_flag(self) -> str:
@@ -294,6 +304,13 @@ OPTIONS: tuple[Option, ...] = (
         "cpu_tdp",
         "watts per logical CPU for the CPU estimate (default: by CPU model, see README)",
         _optional(_positive(float)),
+        None,
+    ),
+    Option(
+        "energy_coefficients",
+        "estimate energy from a calibration (llmlab calibrate): NAME in "
+        ".llmlab/calibrations or a .toml FILE; used where the CPU estimate would run",
+        _optional(str),
         None,
     ),
     Option(
@@ -401,6 +418,22 @@ OPTIONS: tuple[Option, ...] = (
         None,
     ),
     Option(
+        "suite",
+        "run this file as a prompt suite whatever its name (.yaml, .jsonl, .csv); "
+        "repeatable; without test paths, only the suites run",
+        _parse_paths,
+        None,
+        ini_type="linelist",
+        multiple=True,
+    ),
+    Option(
+        "system_prompts",
+        "folder of system-prompt presets (.txt/.md) that suites name with `system:`, "
+        "relative to the rootdir (default system_prompts)",
+        str,
+        "system_prompts",
+    ),
+    Option(
         "prices",
         "extra or corrected cloud prices, USD per million input/output tokens: MODEL=IN/OUT,...",
         _optional(parse_prices_option),
@@ -446,6 +479,8 @@ class Settings(BaseModel):
     meter: tuple[str, ...]
     baseline_s: float
     cpu_tdp: float | None
+    #: A calibration NAME or .toml file (``--llm-energy-coefficients``), unresolved.
+    energy_coefficients: str | None
     grid_gco2_per_kwh: float | None
     grid_zone: str | None
     kwh_price: float | None
@@ -463,6 +498,9 @@ class Settings(BaseModel):
     compare: str | None
     compare_fail: list[RegressionCheck] | None
     prices: dict[str, Price] | None
+    #: Files run as prompt suites whatever their name (``--llm-suite``).
+    suite: list[str] | None
+    system_prompts: str
     #: Base URL per provider that has one (ini, env, else the provider's default).
     base_urls: dict[str, str]
     #: Where each value came from: "command line", "ini llm_x", "env LLMLAB_X", "default".
@@ -491,7 +529,12 @@ def add_options(parser: pytest.Parser) -> None:
     ``llm_*`` ini keys (their help names the environment variables too)."""
     group = parser.getgroup("llmlab", "LLM behaviour and energy tests (pytest-llmlab)")
     for option in OPTIONS:
-        if option.cli and option.flag:
+        if option.cli and option.multiple:
+            group.addoption(
+                option.cli_flag, action="append", default=None, dest=option.dest,
+                type=_cli_type(option), metavar="PATH", help=option.help,
+            )  # fmt: skip
+        elif option.cli and option.flag:
             group.addoption(
                 option.cli_flag, action="store_true", default=None, dest=option.dest,
                 help=option.help,
@@ -536,6 +579,8 @@ def build_settings(
     sources: dict[str, str] = {}
     for option in options:
         cli_value = cli.get(option.dest)
+        if option.multiple and isinstance(cli_value, list):  # one parsed list per use
+            cli_value = [item for part in cli_value for item in part]
         if not option.flag and cli_value is not None and not isinstance(cli_value, str):
             values[option.name] = cli_value
             sources[option.name] = "command line"

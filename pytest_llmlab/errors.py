@@ -25,7 +25,12 @@ The tree (a test walks the package and fails on any exception class outside it):
     │   └── MeterSelectionError      (also ValueError) an explicit --llm-meter cannot run
     ├── NoSamples                    (also LookupError) a timeline has no samples in a span
     ├── HistoryError                 the history file is unusable or lacks that run
-    └── ReportFolderError            the report folder is not writable, or in use
+    ├── ReportFolderError            the report folder is not writable, or in use
+    └── SuiteError                   (also ValueError) a prompt suite or one of its cases
+        │                            cannot be collected (file:line:column, the case)
+        ├── TemplateError            a jinja2 template does not parse, or uses an
+        │                            undefined variable
+        └── FormatError              a benchmark file does not have its format's layout
 
 `ModelUnavailable` is raised while the `llm` fixture is set up, so the test reports as
 an *error* (or a skip under ``--llm-skip-unavailable``); `GenerationError` is raised by
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 __all__ = [
     "EndpointUnreachable",
+    "FormatError",
     "GenerationError",
     "GenerationTimeout",
     "HTTPStatusError",
@@ -51,6 +57,8 @@ __all__ = [
     "ModelUnavailable",
     "ReportFolderError",
     "StreamError",
+    "SuiteError",
+    "TemplateError",
 ]
 
 
@@ -81,6 +89,19 @@ class HistoryError(LLMLabError):
 class ReportFolderError(LLMLabError):
     """The report folder cannot be used: not writable, not a folder, or held by
     another session."""
+
+
+class SuiteError(LLMLabError, ValueError):
+    """A suite that cannot be collected; the message starts with ``file:line:column``."""
+
+
+class TemplateError(SuiteError):
+    """A suite template that does not parse or uses an undefined variable."""
+
+
+class FormatError(SuiteError):
+    """A file that cannot be read as its benchmark format; the message starts with
+    ``file:line`` (or ``file`` for the file as a whole) and says what is wrong."""
 
 
 class GenerationError(LLMLabError):

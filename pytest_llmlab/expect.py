@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import functools
+import importlib
+import importlib.util
 import math
 import re
 import sys
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -35,6 +36,18 @@ from pytest_llmlab.extract import (
     validate,
 )
 from pytest_llmlab.models.base import Generation
+from pytest_llmlab.scoring import (
+    DEFAULT_CHOICES,
+    SIMILARITY_MODEL,
+    choice_letter,
+    exact_form,
+    final_number,
+    keyword_fraction,
+    rouge_f,
+    sentence_bleu,
+    sentence_chrf,
+    similarity,
+)
 
 __all__ = [
     "CheckFailure",
@@ -45,6 +58,8 @@ __all__ = [
     "collecting",
     "confidence_of",
     "expect",
+    "load_check",
+    "load_object",
     "normalize",
     "parse",
 ]
@@ -57,6 +72,8 @@ _MEASURED = frozenset({"measured", "measured-apportioned", "integrated"})
 _ROUGE = re.compile(r"rouge[1-9]|rougeL|rougeLsum")
 _PATH_PART = re.compile(r"""\.?([^.\[\]]+)|\[(-?\d+)\]|\[(["'])(.*?)\3\]""")
 _UNSET: Any = object()
+#: What an `Expectation.python` check is: ``check(generation, case) -> bool | str | None``.
+PythonCheck = Callable[[Generation, Any], object]
 
 
 def _hide(excinfo: Any) -> bool:
@@ -164,6 +181,15 @@ def _target(model_or_schema: type[BaseModel] | dict[str, Any]) -> str:
     if isinstance(model_or_schema, type):
         return model_or_schema.__name__
     return "<JSON schema>"
+
+
+def _against(reference: str | Sequence[str]) -> str:
+    """``'ref'``, or ``2 references``, for similarity failure messages."""
+    if isinstance(reference, str):
+        return repr(_truncate(reference, 80))
+    if len(reference) == 1:
+        return repr(_truncate(reference[0], 80))
+    return f"{len(reference)} references"
 
 
 def _num(observed: float, threshold: float) -> str:
@@ -288,12 +314,50 @@ def _parse_path(path: str) -> list[str | int]:
     return parts
 
 
-@functools.cache
-def _rouge_scorer(metric: str) -> Any:
-    """One stemming scorer per metric (building one loads NLTK's stemmer)."""
-    from rouge_score import rouge_scorer  # type: ignore[import-untyped]
+def load_object(spec: str, what: str = "python check", form: str = "module:attribute") -> Any:
+    """What ``"module:attribute"`` names (``"pkg.mod:Class.method"`` too).
 
-    return rouge_scorer.RougeScorer([metric], use_stemmer=True)
+    A ValueError starting with ``what`` and ``spec`` when it is malformed, its module
+    cannot be imported, or the name is not in it.
+    """
+    module_name, colon, name = spec.partition(":")
+    if not colon or not module_name.strip() or not name.strip():
+        raise ValueError(f"{what} {spec!r}: expected {form!r}")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ValueError(
+            f"{what} {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    for part in name.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise ValueError(
+                f"{what} {spec!r}: {module_name!r} has no attribute {name!r}"
+            ) from None
+    return found
+
+
+def load_check(spec: str) -> PythonCheck:
+    """The function ``"module:function"`` names; a ValueError naming ``spec`` when it
+    cannot be loaded (`load_object`) or is not callable."""
+    found = load_object(spec, form="module:function")
+    if not callable(found):
+        raise ValueError(  # noqa: TRY004  # one error type for every bad spec
+            f"python check {spec!r}: {spec.partition(':')[2]!r} is a "
+            f"{type(found).__name__}, not callable"
+        )
+    return found  # type: ignore[no-any-return]
+
+
+def _check_name(check: PythonCheck | str) -> str:
+    """``module:function`` for a python check, as its label and failures name it."""
+    if isinstance(check, str):
+        return check
+    module = getattr(check, "__module__", None)
+    name = getattr(check, "__qualname__", None) or type(check).__name__
+    return f"{module}:{name}" if module else name
 
 
 # -- confidence -------------------------------------------------------------------------
@@ -386,6 +450,8 @@ class Expectation:
         self._json_error: str | None = None
         self._json_error_shown = False
         self._parsed: Any = _UNSET
+        #: The verdicts of the last `judge` check of this chain (a `JudgeResult`).
+        self.judge_result: Any = None
 
     def __repr__(self) -> str:
         return f"expect({self.gen.model} at T={self.gen.temperature:g}: {_short(self.gen.text)})"
@@ -400,6 +466,15 @@ class Expectation:
             raise ExpectationFailed([failure])
         collector.failures.append(failure)
         self._recorded.append((collector, failure))
+
+    def fail(self, check: str, message: str) -> None:
+        """Record a failure of ``check`` (a custom check's verdict) like a built-in one."""
+        self._fail(check, message)
+
+    @property
+    def failures(self) -> list[CheckFailure]:
+        """This chain's failures so far (those `verify` has not taken out)."""
+        return [failure for _, failure in self._recorded]
 
     def _unsupported(self, check: str, reason: str) -> None:
         """A check the backend cannot support: skip, or fail under strict capabilities."""
@@ -651,13 +726,204 @@ class Expectation:
             raise ValueError(
                 f"unknown ROUGE metric {metric!r}: rouge1..rouge9, rougeL or rougeLsum"
             )
-        score = float(_rouge_scorer(metric).score(reference, self.gen.text)[metric].fmeasure)
+        score = rouge_f(self.gen.text, reference, metric)
         if score < min:
             self._fail(
                 _label("rouge", reference, metric=metric, min=min),
                 f"{metric} F-measure {_num(score, min)} < {min:g} "
                 f"against {_truncate(reference, 80)!r}",
             )
+        return self
+
+    def bleu(self, reference: str | Sequence[str], min: float) -> Self:
+        """Sentence BLEU of the output against ``reference`` (or several) is at least ``min``.
+
+        On sacrebleu's 0-100 scale (`pytest_llmlab.scoring.sentence_bleu`: ``13a``
+        tokens, case-sensitive, exponential smoothing, effective order).
+        """
+        score = sentence_bleu(self.gen.text, reference)
+        if score < min:
+            self._fail(
+                _label("bleu", reference, min=min),
+                f"BLEU {_num(score, min)} < {min:g} against {_against(reference)}",
+            )
+        return self
+
+    def chrf(self, reference: str | Sequence[str], min: float, word_order: int = 0) -> Self:
+        """Sentence chrF of the output against ``reference`` (or several) is at least ``min``.
+
+        On sacrebleu's 0-100 scale; ``word_order=2`` adds word bigrams: chrF++.
+        """
+        score = sentence_chrf(self.gen.text, reference, word_order=word_order)
+        if score < min:
+            name = {0: "chrF", 2: "chrF++"}.get(word_order, f"chrF (word order {word_order})")
+            self._fail(
+                _label("chrf", reference, min=min, word_order=word_order or None),
+                f"{name} {_num(score, min)} < {min:g} against {_against(reference)}",
+            )
+        return self
+
+    def similar(self, reference: str, min: float = 0.8) -> Self:
+        """Semantic similarity of the output to ``reference`` is at least ``min``.
+
+        Cosine similarity (-1 to 1) of static embeddings from ``wordllama``, whose
+        weights ship in its wheel (offline, no download): paraphrases score about 0.9,
+        unrelated text near 0. Without the ``similar`` extra the check is skipped
+        (failed under strict capabilities).
+        """
+        check = _label("similar", reference, min=min)
+        if importlib.util.find_spec("wordllama") is None:
+            self._unsupported(check, "needs wordllama: pip install 'pytest-llmlab[similar]'")
+            return self
+        score = similarity(self.gen.text, reference)
+        if score < min:
+            self._fail(
+                check,
+                f"similarity {_num(score, min)} < {min:g} against "
+                f"{_truncate(reference, 80)!r} ({SIMILARITY_MODEL})",
+            )
+        return self
+
+    # -- scoring --
+
+    def keywords(self, words: Sequence[str], min_fraction: float = 1.0) -> Self:
+        """At least ``min_fraction`` of ``words`` occur in the output, ignoring case.
+
+        Whole words (``"cat"`` is not in ``"category"``), no stemming; see
+        `pytest_llmlab.scoring.keyword_fraction`.
+        """
+        wanted = [words] if isinstance(words, str) else list(words)
+        if not wanted:
+            raise ValueError("keywords() needs at least one keyword")
+        fraction, missing = keyword_fraction(self.gen.text, wanted)
+        if fraction < min_fraction:
+            found = len(wanted) - len(missing)
+            self._fail(
+                _label("keywords", wanted, min_fraction=min_fraction),
+                f"{found} of {len(wanted)} keywords ({_num(fraction, min_fraction)} < "
+                f"{min_fraction:g}): missing {', '.join(map(repr, missing))}",
+            )
+        return self
+
+    def exact_match(self, reference: str) -> Self:
+        """The output equals ``reference`` ignoring case, spacing and punctuation at the ends.
+
+        See `pytest_llmlab.scoring.exact_form`: ``" **Paris.**"`` matches ``"paris"``,
+        ``"-5"`` does not match ``"5"``.
+        """
+        got, want = exact_form(self.gen.text), exact_form(reference)
+        if got != want:
+            self._fail(
+                _label("exact_match", reference),
+                f"normalized {_truncate(got, 80)!r} != {_truncate(want, 80)!r}",
+            )
+        return self
+
+    def number(self, equals: float, tolerance: float = 0) -> Self:
+        """The answer's final number is ``equals``, within ``tolerance``.
+
+        Extracted the way GSM8K is scored (`pytest_llmlab.scoring.final_number`): the
+        number after ``####``, else the last number in the output.
+        """
+        check = _label("number", equals, tolerance=tolerance or None)
+        got = final_number(self.gen.text)
+        if got is None:
+            self._fail(check, "no number in the output")
+        elif abs(got - equals) > tolerance:
+            within = (
+                f" (off by {abs(got - equals):g} > tolerance {tolerance:g})" if tolerance else ""
+            )
+            self._fail(check, f"final number {got:g} != {equals:g}{within}")
+        return self
+
+    def choice(
+        self, answer: str, choices: Sequence[str] | Mapping[str, str] = DEFAULT_CHOICES
+    ) -> Self:
+        """The multiple-choice letter the output picks is ``answer``.
+
+        ``choices``: the letters, or a mapping of letter to choice text (then an answer
+        that only gives the text counts too); extracted by
+        `pytest_llmlab.scoring.choice_letter` (``"B"``, ``"(B)"``, ``"Answer: B"``,
+        ``"The answer is B"``...).
+        """
+        letters = list(choices)
+        if answer not in letters:
+            raise ValueError(f"choice(): answer {answer!r} is not one of {', '.join(letters)}")
+        shown = None if list(choices) == list(DEFAULT_CHOICES) else letters
+        check = _label("choice", answer, choices=shown)
+        got = choice_letter(self.gen.text, choices)
+        if got is None:
+            self._fail(check, f"no choice among {', '.join(letters)} found in the output")
+        elif got != answer:
+            self._fail(check, f"chose {got!r}, expected {answer!r}")
+        return self
+
+    def judge(
+        self,
+        rubric: str,
+        model: str,
+        min_score: float = 4,
+        samples: int = 1,
+        temperature: float | None = None,
+        max_tokens: int = 128,
+    ) -> Self:
+        """An LLM judge (`pytest_llmlab.judge`) scores the answer 1-5 against ``rubric``;
+        the median of ``samples`` verdicts must reach ``min_score``.
+
+        ``model`` is any model spec. With several samples the judge runs at
+        ``temperature`` (default 0.7; 0 for one sample) with seeds 0, 1, ..., and its
+        agreement with itself is reported. `judge_result` holds the verdicts.
+        """
+        from pytest_llmlab.judge import JudgeRequest, current_runner, judge_messages, run_judge
+
+        if samples < 1:
+            raise ValueError(f"judge samples={samples!r} must be >= 1")
+        label = _label("judge", _truncate(rubric, 60), model=model, min_score=min_score)
+        runner = current_runner()
+        if runner is None:
+            self._fail(label, "no judge here: judge checks run inside an LLM test or suite case")
+            return self
+        request = JudgeRequest(
+            model=model,
+            messages=judge_messages(rubric, self.gen.request.prompt, self.gen.text),
+            samples=samples,
+            temperature=temperature if temperature is not None else (0.0 if samples == 1 else 0.7),
+            max_tokens=max_tokens,
+            judged=self.gen.model,
+        )
+        result = run_judge(runner, request)
+        self.judge_result = result
+        if result.score is None:
+            self._fail(label, "; ".join(result.errors) or "the judge gave no verdict")
+        elif result.score < min_score:
+            agreed = f", agreement {result.agreement:.0%}" if samples > 1 else ""
+            self._fail(
+                label,
+                f"judge score {result.score:g} < {min_score:g} (scores "
+                f"{list(result.scores)}{agreed}): {result.reasons[0]}",
+            )
+        return self
+
+    def python(self, check: PythonCheck | str, case: Any = None) -> Self:
+        """A user function passes: ``check(generation, case)``.
+
+        ``check`` is a callable or a ``"module:function"`` string (`load_check`; a
+        ValueError when it cannot be loaded). True or None passes, False fails, a
+        string is the failure message; any other value counts by its truth. An
+        exception in the function is a failure naming it and the exception.
+        """
+        function = load_check(check) if isinstance(check, str) else check
+        name = _check_name(check)
+        label = _label("python", name)
+        try:
+            result = function(self.gen, case)
+        except Exception as exc:  # noqa: BLE001  # a user's bug fails the check, naming it
+            self._fail(label, f"{name} raised {type(exc).__name__}: {exc}")
+            return self
+        if isinstance(result, str):
+            self._fail(label, result or f"{name} returned an empty message")
+        elif result is not None and not result:
+            self._fail(label, f"{name} returned {result!r}")
         return self
 
     # -- confidence --

@@ -22,6 +22,7 @@ __all__ = [
     "JSONExtractionError",
     "SchemaValidationError",
     "extract_json",
+    "json_kind",
     "json_path",
     "validate",
 ]
@@ -34,6 +35,24 @@ _CLOSING = {"{": "}", "[": "]"}
 _OPENING = re.compile(r"[{\[]")
 #: Excerpt width on each side of the caret, for long (minified) lines.
 _EXCERPT_HALF = 40
+
+
+def json_kind(value: object) -> str:
+    """The JSON type of a decoded value, with its article: ``"a string"``, ``"null"``
+    (error messages say what was found: "must be a list, not a string")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
 
 
 class JSONExtractionError(LLMLabError, ValueError):

@@ -27,6 +27,21 @@ __tracebackhide__ = hide_own_frames
 Recorder = Callable[[Generation], None]
 
 
+def system_text(
+    system: str | None,
+    context: str | None = None,
+    injections: Sequence[Mapping[str, str]] | None = None,
+) -> str | None:
+    """The system message: ``system``, then the conversation context wrapped in
+    ``<conversation_context>...</conversation_context>``, then each injection's
+    ``content`` (the behaviour lab's free-form additions), blank-line separated."""
+    parts = [system] if system else []
+    if context:
+        parts.append(f"<conversation_context>\n{context}\n</conversation_context>")
+    parts.extend(injection["content"] for injection in injections or () if injection["content"])
+    return "\n\n".join(parts) if parts else None
+
+
 class GenerationStream:
     """Answer text chunks as they arrive; `generation` once finished or stopped.
 
@@ -136,8 +151,11 @@ class GenerationStream:
         timings, usage = generation.timings, generation.usage
         segments: list[TokenSegment] = []
         if timings.first_token_ns is not None:
+            # Prefill is the prompt tokens the server processed: cached ones cost nothing.
             segments.append(
-                TokenSegment(timings.started_ns, timings.first_token_ns, usage.prompt_tokens)
+                TokenSegment(
+                    timings.started_ns, timings.first_token_ns, usage.processed_prompt_tokens
+                )
             )
             segments.append(
                 TokenSegment(timings.first_token_ns, timings.finished_ns, usage.completion_tokens)
@@ -219,10 +237,16 @@ class LLM:
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
         logprobs: bool = True,
+        context: str | None = None,
+        injections: Sequence[Mapping[str, str]] | None = None,
         **params: Any,
     ) -> Request:
         """The Request `generate` would send (defaults applied)."""
-        system = system if system is not None else self.defaults.get("system")
+        system = system_text(
+            system if system is not None else self.defaults.get("system"),
+            context if context is not None else self.defaults.get("context"),
+            injections if injections is not None else self.defaults.get("injections"),
+        )
         chat: list[Message] = []
         if system:
             chat.append(Message(role="system", content=system))
@@ -315,13 +339,17 @@ class LLM:
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
         logprobs: bool = True,
+        context: str | None = None,
+        injections: Sequence[Mapping[str, str]] | None = None,
         **params: Any,
     ) -> Generation:
         """Generate a full answer and return it as a `Generation`.
 
         ``messages`` (OpenAI-style dicts) come before ``prompt``, which is sent as the
-        last user message; ``system`` is prepended. Other keyword arguments go into the
-        request body verbatim (``top_p``, ``response_format``, ``top_logprobs``...).
+        last user message; ``system`` is prepended, followed in the same system message
+        by ``context`` (wrapped in ``<conversation_context>`` tags) and the ``content``
+        of each of ``injections``. Other keyword arguments go into the request body
+        verbatim (``top_p``, ``response_format``, ``top_logprobs``...).
         """
         __tracebackhide__ = hide_own_frames
         stream = self.stream(
@@ -333,6 +361,8 @@ class LLM:
             seed=seed,
             stop=stop,
             logprobs=logprobs,
+            context=context,
+            injections=injections,
             **params,
         )
         for _ in stream:

@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
 from pytest_llmlab import redact
-from pytest_llmlab.budgets import budget_failure
-from pytest_llmlab.cases import MARKER_HELP, LLMCase, check_marker, item_plan, marker_values
+from pytest_llmlab.cases import MARKER_HELP, LLMCase, check_marker, marker_values
 from pytest_llmlab.config import SettingsError, add_options, build_settings, report_dir
 from pytest_llmlab.energy.meters import EnergyMeter
-from pytest_llmlab.errors import ModelUnavailable
 from pytest_llmlab.llm import LLM
-from pytest_llmlab.models.base import Generation
 from pytest_llmlab.models.spec import SpecError
-from pytest_llmlab.repeat import repeat_failure, run_test_body
 from pytest_llmlab.resources import SessionResources, sanitize_report
-from pytest_llmlab.results import (
-    RECORDS_ATTR,
-    REPEAT_ATTR,
-    PendingRecords,
-    record_from_generation,
-)
+from pytest_llmlab.results import RECORDS_ATTR, REPEAT_ATTR
+from pytest_llmlab.runner import RECORDS, RESOURCES, open_llm, run_llm_body
 
-RESOURCES = pytest.StashKey[SessionResources]()
-RECORDS = pytest.StashKey[PendingRecords]()
+#: Whether ``--llm-suite`` named files (then every collected file is looked at).
+_FORCED_ANY = pytest.StashKey[bool]()
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -68,11 +61,32 @@ def pytest_configure(config: pytest.Config) -> None:
         resources = SessionResources(settings, config)
     config.stash[RESOURCES] = resources
     resources.check()
+    _add_forced_suites(config, settings.suite or [])
     if not _is_worker(config):  # only the controller writes reports
         from pytest_llmlab.report.session import ReportSession
 
         session = ReportSession.start(config, settings)
         resources.run_id = session.run_id if session is not None else None
+
+
+def _add_forced_suites(config: pytest.Config, suites: list[str]) -> None:
+    """``--llm-suite`` files are collected as suites; without test paths of the user's
+    own (pytest fell back to testpaths or the current folder) they are the only ones."""
+    if not suites:
+        return
+    from pytest_llmlab.suites.items import FORCED_SUITES
+
+    base = config.invocation_params.dir
+    paths = [(base / Path(p).expanduser()).resolve() for p in suites]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise pytest.UsageError(f"pytest-llmlab: --llm-suite: no such file: {missing[0]}")
+    config.stash[FORCED_SUITES] = frozenset(paths)
+    config.stash[_FORCED_ANY] = True
+    if config.args_source is not pytest.Config.ArgsSource.ARGS:
+        config.args[:] = [str(p) for p in paths]
+    else:
+        config.args.extend(str(p) for p in paths if str(p) not in config.args)
 
 
 def _ini_keys() -> list[str]:
@@ -120,6 +134,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("llm_case", cases, ids=[case.id for case in cases])
 
 
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Prompt suites: ``*.suite.yaml|yml|jsonl|csv``, and ``--llm-suite`` files."""
+    if ".suite." not in file_path.name.lower() and not parent.config.stash.get(_FORCED_ANY, False):
+        return None  # the cheap test first: most files are not suites
+    from pytest_llmlab.suites.items import suite_collector
+
+    return suite_collector(file_path, parent)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Say what meters this run uses, once, where the header is: only when a collected
     test needs them (collection is when that becomes known). A session that will
@@ -128,7 +151,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if _is_worker(config):
         return
     metered = any(
-        {"llm_case", "meter"} & set(getattr(i, "fixturenames", ())) for i in session.items
+        getattr(i, "needs_llm", False)
+        or {"llm_case", "meter"} & set(getattr(i, "fixturenames", ()))
+        for i in session.items
     )
     report_session = config.pluginmanager.get_plugin("llmlab-report-session")
     if report_session is not None and session.items and (config.option.collectonly or not metered):
@@ -174,49 +199,7 @@ def llm(request: pytest.FixtureRequest, llm_case: LLMCase) -> Iterator[LLM]:
     an unavailable model errors the test at setup, or skips it under
     ``--llm-skip-unavailable``.
     """
-    resources = request.config.stash[RESOURCES]
-    provider = resources.pool.get(llm_case.model)
-    unavailable: str | None = None
-    try:
-        provider.ensure_available()
-    except ModelUnavailable as exc:
-        unavailable = str(exc)
-    if unavailable is not None:  # outside the except: no chained traceback in the report
-        if resources.settings.skip_unavailable:
-            pytest.skip(f"model unavailable: {unavailable}")
-        pytest.fail(unavailable, pytrace=False)
-    meters = resources.meters()
-    if provider.runs_locally:
-        resources.measure_baseline_once()
-    item = request.node
-    records = item.stash.setdefault(RECORDS, PendingRecords())
-    worker = resources.worker
-    spool, run_id = resources.spool, resources.run_id
-    model = llm_case.model
-    if spool is not None:
-        spool.started(
-            test_id=item.nodeid, model=model.display, spec=model.spec, alias=model.alias,
-            provider=model.provider, temperature=llm_case.temperature, worker=worker,
-            run_id=run_id,
-        )  # fmt: skip
-
-    def record(generation: Generation) -> None:
-        entry = record_from_generation(
-            generation, test_id=item.nodeid, alias=model.alias, worker=worker, run_id=run_id
-        )
-        entry["run"] = bound.run_index
-        records.add(entry)
-        if spool is not None:
-            spool.finished(entry)
-
-    bound = LLM(
-        model_spec=llm_case.model,
-        temperature=llm_case.temperature,
-        provider=provider,
-        defaults=item_plan(item, resources.settings).defaults,
-        recorder=record,
-        meters=meters,
-    )
+    bound = open_llm(request.node, llm_case)
     yield bound
     bound.close()
 
@@ -236,25 +219,13 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     body repeated per its plan, then the energy and TTFT budgets."""
     if "llm_case" not in pyfuncitem.fixturenames or inspect.iscoroutinefunction(pyfuncitem.obj):
         return None  # plain tests, and async ones (their plugin runs them), as usual
-    settings = pyfuncitem.config.stash[RESOURCES].settings
-    records = pyfuncitem.stash.setdefault(RECORDS, PendingRecords())
     bound = pyfuncitem.funcargs.get("llm")
-    result = run_test_body(
+    run_llm_body(
+        pyfuncitem,
         pyfuncitem.obj,
         {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames},
-        plan=item_plan(pyfuncitem, settings).repeat,
-        llm=bound if isinstance(bound, LLM) else None,
-        strict_capabilities=settings.strict_capabilities,
-        on_run_end=records.mark_run,
+        bound if isinstance(bound, LLM) else None,
     )
-    if result is not None:
-        records.set_repeat_result(result)
-        failure = repeat_failure(result)
-        if failure is not None:
-            pytest.fail(failure, pytrace=False)
-    failure = budget_failure(settings, records.pending)
-    if failure is not None:
-        pytest.fail(failure, pytrace=False)
     return True
 
 

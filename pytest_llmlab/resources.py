@@ -4,6 +4,10 @@
 ``config.stash``. Providers start on first use; meters are chosen on first use too, so
 a session without LLM tests starts no sampler thread; the idle baseline is measured
 once, after the first local model has loaded. Everything is closed at session end.
+
+A calibration (``--llm-energy-coefficients``) is read at configure time: a missing or
+broken file is a usage error; one measured on other hardware, or for none of the
+session's models, is a `CalibrationWarning` (on the controller only: once a session).
 """
 
 from __future__ import annotations
@@ -16,11 +20,21 @@ from typing import Any
 import pytest
 
 from pytest_llmlab.config import Settings
+from pytest_llmlab.energy.calibration import (
+    CalibratedMeter,
+    load_calibration,
+    resolve_calibration,
+)
 from pytest_llmlab.energy.meters import MeterSelectionError, MeterSet
 from pytest_llmlab.models.registry import ProviderPool
 from pytest_llmlab.results import Spool
 
-__all__ = ["SessionResources", "announcer"]
+__all__ = ["CalibrationWarning", "SessionResources", "announcer"]
+
+
+class CalibrationWarning(pytest.PytestWarning):
+    """The energy calibration in use was measured on other hardware, or for another
+    model: its estimates describe that box, or that model."""
 
 
 def announcer(config: pytest.Config) -> Callable[[str], None]:
@@ -88,6 +102,8 @@ class SessionResources:
         self._config = config
         self._meters: MeterSet | None = None
         self._baseline_done = False
+        self._calibrated: CalibratedMeter | None = None
+        self._calibration_read = False
 
     @classmethod
     def for_worker(cls, settings: Settings, config: pytest.Config) -> SessionResources:
@@ -114,6 +130,7 @@ class SessionResources:
                 zone_intensity(self.settings.grid_zone)
             except ValueError as exc:
                 raise pytest.UsageError(f"pytest-llmlab: --llm-grid-zone: {exc}") from None
+        self.calibrated_meter()
         if set(self.settings.meter) - {"auto", "none", "estimate"}:
             try:
                 self.meters()
@@ -128,8 +145,58 @@ class SessionResources:
                 for found in self._config.hook.pytest_llmlab_make_meters(config=self._config)
                 for meter in found
             ]
-            self._meters = MeterSet.from_settings(self.settings, extra=extra)
+            self._meters = MeterSet.from_settings(
+                self.settings, extra=extra, calibrated=self.calibrated_meter()
+            )
         return self._meters
+
+    def calibrated_meter(self) -> CalibratedMeter | None:
+        """The estimate of ``--llm-energy-coefficients``, read once; `pytest.UsageError`
+        naming the option and the file where it cannot be read."""
+        if self._calibration_read:
+            return self._calibrated
+        self._calibration_read = True
+        value = self.settings.energy_coefficients
+        if value is None:
+            return None
+        from pytest_llmlab.fingerprint import hardware_fingerprint
+
+        source = self.settings.sources.get("energy_coefficients", "command line")
+        where = f"--llm-energy-coefficients={value}"
+        if source != "command line":
+            where += f" (from {source})"
+        try:
+            path = resolve_calibration(value, self._config.invocation_params.dir)
+            calibration = load_calibration(path)
+        except ValueError as exc:
+            raise pytest.UsageError(f"pytest-llmlab: {where}: {exc}") from None
+        here = hardware_fingerprint()
+        self._calibrated = CalibratedMeter(calibration, source=path, this_fingerprint=here)
+        if not hasattr(self._config, "workerinput"):  # the controller warns, once
+            self._warn_about(self._calibrated, here)
+        return self._calibrated
+
+    def _warn_about(self, meter: CalibratedMeter, here: str) -> None:
+        calibration = meter.calibration
+        if meter.foreign:
+            self._config.issue_config_time_warning(
+                CalibrationWarning(
+                    f"energy calibration {calibration.name!r} ({meter.source}) was measured "
+                    f"on {calibration.box}, not on this machine (fingerprint {here}): its "
+                    "estimates are that box's energy, not this one's"
+                ),
+                stacklevel=2,
+            )
+        models = {m.spec for m in self.settings.models}
+        if calibration.model not in models:
+            self._config.issue_config_time_warning(
+                CalibrationWarning(
+                    f"energy calibration {calibration.name!r} was measured for "
+                    f"{calibration.model}, not for {', '.join(sorted(models))}: its "
+                    "coefficients are applied to every model of this session"
+                ),
+                stacklevel=2,
+            )
 
     def measure_baseline_once(self) -> None:
         """Idle power after the first model load, announced in one line."""
@@ -137,7 +204,7 @@ class SessionResources:
             return
         self._baseline_done = True
         meters = self.meters()
-        if not meters.meters:
+        if not meters.meters or meters.token_only:  # a calibrated estimate has no idle
             return
         watts = meters.measure_baseline(self.settings.baseline_s)
         self.announce(

@@ -77,6 +77,19 @@ class Record(TypedDict):
     #: The suite file's name and the case's category, for prompt suites; else None.
     suite: str | None
     category: str | None
+    #: For prompt suites: the case's id, the points this generation's checks scored
+    #: and the most they could, and each check's verdict (``check``, ``passed``,
+    #: ``points``); else None.
+    case_id: str | None
+    points: float | None
+    max_points: float | None
+    checks: list[dict[str, Any]] | None
+    #: For an LLM judge's generation: the display name of the model it judged (such
+    #: records are left out of summaries, pass rates and points); else None.
+    judge_for: str | None
+    #: For structured-extraction suites: ``{valid, error, fields: {name: {prediction,
+    #: reference, rouge1, rouge2, rougeL, bleu, chrf, exact_match}}}``; else None.
+    structured: dict[str, Any] | None
     prompt_tokens: int | None
     #: The part of ``prompt_tokens`` the server took from its prompt cache; None when
     #: it does not say.
@@ -148,6 +161,12 @@ def record_from_generation(
         "temperature": generation.temperature,
         "suite": None,
         "category": None,
+        "case_id": None,
+        "points": None,
+        "max_points": None,
+        "checks": None,
+        "judge_for": None,
+        "structured": None,
         "prompt_tokens": generation.usage.prompt_tokens,
         "cached_prompt_tokens": generation.usage.cached_prompt_tokens,
         "completion_tokens": generation.usage.completion_tokens,
@@ -475,8 +494,14 @@ def _stub_record(start: Mapping[str, Any]) -> Record:
         "alias": start.get("alias"),
         "provider": str(start.get("provider")),
         "temperature": float(start.get("temperature") or 0.0),
-        "suite": None,
-        "category": None,
+        "suite": start.get("suite"),
+        "category": start.get("category"),
+        "case_id": start.get("case_id"),
+        "points": 0.0 if start.get("max_points") is not None else None,
+        "max_points": start.get("max_points"),
+        "checks": None,
+        "judge_for": None,
+        "structured": None,
         "prompt_tokens": None,
         "cached_prompt_tokens": None,
         "completion_tokens": None,

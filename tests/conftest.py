@@ -10,6 +10,7 @@ import httpx  # noqa: F401  (see below)
 import pandas  # type: ignore[import-untyped]  # noqa: F401  (see below)
 import pytest
 from loopback import LoopbackServer, serve_loopback
+from suite_runs import SuiteLab
 
 from pytest_llmlab import redact
 from pytest_llmlab.models.local import EmbeddedLlamaCpp
@@ -63,3 +64,11 @@ def fresh_process_redactor(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     """Inner pytest runs must not append tables to a real GitHub job summary."""
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+@pytest.fixture
+def lab(
+    pytester: pytest.Pytester, server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> SuiteLab:
+    """A pytester folder for prompt suites, answered by the loopback double."""
+    return SuiteLab(pytester, server, monkeypatch)

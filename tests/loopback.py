@@ -673,3 +673,17 @@ def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def point_vllm_at(monkeypatch: Any, server: LoopbackServer) -> None:
+    """An inner pytest run's environment: no stray ``LLMLAB_*`` or provider-key
+    settings (the model store stays), no idle baseline, and ``vllm:`` models served by
+    ``server``. ``monkeypatch`` is pytest's fixture (undone after the test)."""
+    import os
+
+    for name in list(os.environ):
+        if (name.startswith("LLMLAB_") and name != "LLMLAB_HOME") or name.endswith("_API_KEY"):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("LLMLAB_BASELINE_S", "0")
+    monkeypatch.setenv("LLMLAB_VLLM_BASE_URL", server.base_url)

@@ -245,7 +245,10 @@ def test_leaderboard_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     )
     code, out, _ = run_cli(capsys, "leaderboard", str(path), "--by", "test", "--format", "csv")
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0][:3] == ["model", "tests/test_x.py::test_0", "tests/test_x.py::test_0 tests"]
+    assert rows[0][:4] == [
+        "model", "tests/test_x.py::test_0", "tests/test_x.py::test_0 max",
+        "tests/test_x.py::test_0 tests",
+    ]  # fmt: skip
     assert [row[0] for row in rows[1:]] == ["n", "m"]
     target = tmp_path / "board.json"
     code, out, _ = run_cli(

@@ -584,23 +584,58 @@ def test_leaderboard_markdown_and_escaping() -> None:
     )
 
 
+def suite_records() -> list[dict[str, Any]]:
+    """Suite cases worth 5 (all or nothing) and 3 (per-check points 1 + 2), and a
+    repeated case worth 2 whose runs scored 2 and 0, beside a Python test."""
+    checks_1_2 = [{"check": "a", "passed": True, "points": 1.0}]
+    checks_1_2 += [{"check": "b", "passed": False, "points": 2.0}]
+    return [
+        record("france", model="m", category="geo", case_id="france", points=5.0, max_points=5.0),
+        record(
+            "partial", model="m", category="geo", outcome="failed", case_id="partial",
+            points=1.0, max_points=3.0, checks=checks_1_2,
+        ),
+        record(
+            "budget", model="m", category="math", outcome="failed", case_id="budget",
+            points=4.0, max_points=4.0, checks=[{"check": "a", "passed": True, "points": None}],
+        ),
+        record("twice", model="m", category="math", points=2.0, max_points=2.0, run=0),
+        record("twice", model="m", category="math", points=0.0, max_points=2.0, run=1),
+        record("python_test", model="m", category="math"),
+    ]  # fmt: skip
+
+
+def test_leaderboard_suite_points_by_hand() -> None:
+    (row,) = leaderboard(suite_records())
+    # geo: france 5/5 + partial 1/3 (its passed check's point, though the case failed)
+    # math: budget 0/4 (all or nothing, and the test failed), twice (2+0)/2 = 1 of 2,
+    # the Python test 1/1.
+    assert row.points == {"geo": 6.0, "math": 2.0}
+    assert row.max_points == {"geo": 8.0, "math": 7.0}
+    assert (row.total, row.max_total, row.total_tests) == (8.0, 15.0, 5)
+    text = format_leaderboard([row], "md")
+    assert "| m | 6/8 | 2/7 | 8/15 |" in text
+
+
 def test_leaderboard_csv_and_json() -> None:
     rows = leaderboard(board_records())
     parsed = list(csv.reader(io.StringIO(format_leaderboard(rows, "csv"))))
     assert parsed[0] == [
-        "model", "all", "all tests", "geo", "geo tests", "math", "math tests", "total", "tests",
-        "tokens_per_s", "wh_per_1k", "cost",
+        "model", "all", "all max", "all tests", "geo", "geo max", "geo tests", "math",
+        "math max", "math tests", "total", "max", "tests", "tokens_per_s", "wh_per_1k", "cost",
     ]  # fmt: skip
-    assert parsed[1][:9] == ["b", "1", "1", "0", "1", "2", "2", "3", "4"]
-    assert float(parsed[1][10]) == pytest.approx(0.2)
-    assert parsed[2][:9] == ["a", "", "", "1", "1", "1", "2", "2", "3"]
-    assert parsed[2][11] == ""  # no cost
+    assert parsed[1][:13] == ["b", "1", "1", "1", "0", "1", "1", "2", "2", "2", "3", "4", "4"]
+    assert float(parsed[1][14]) == pytest.approx(0.2)
+    assert parsed[2][:13] == ["a", "", "", "", "1", "1", "1", "1", "2", "2", "2", "3", "3"]
+    assert parsed[2][15] == ""  # no cost
     data = json.loads(format_leaderboard(rows, "json"))
     assert data[1] == {
         "model": "a",
         "points": {"geo": 1, "math": 1},
         "tests": {"geo": 1, "math": 2},
+        "max_points": {"geo": 1, "math": 2},
         "total": 2,
+        "max_total": 3,
         "total_tests": 3,
         "tokens_per_s": pytest.approx(20.0),
         "wh_per_1k": pytest.approx(0.3),

@@ -9,11 +9,13 @@ hardware test, which skips without a driver).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -63,6 +65,7 @@ class FakeGpu:
     util: int | None = 0
     mem_used: int | None = 0
     temp: int | None = 40
+    power_limit_mw: int | None = 700_000
 
 
 class FakeNvml:
@@ -156,6 +159,12 @@ class FakeNvml:
             raise self._unsupported()
         total = 80 * 2**30
         return self._real.c_nvmlMemory_t(total=total, free=total - gpu.mem_used, used=gpu.mem_used)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: object) -> int:
+        gpu = self._gpu(handle)
+        if gpu.power_limit_mw is None:
+            raise self._unsupported()
+        return gpu.power_limit_mw
 
     def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:
         gpu = self._gpu(handle)
@@ -917,3 +926,92 @@ def test_a_binding_without_power_scopes_reads_gpu_scope(
         assert meter.power_scope(GPU_A) == "gpu"
         assert meter.devices[0].power_source == ("field" if field_power else "usage")
         assert meter.sampler.samples(GPU_A)[-1][1]["power_w"] == pytest.approx(300.0)
+
+
+# -- power limits (plausibility) ------------------------------------------------------
+
+
+def test_enforced_power_limits_bound_the_readings(
+    make_meter: Callable[..., tuple[NvmlMeter, FakeNvml]], clock: FakeClock
+) -> None:
+    from pytest_llmlab.energy.meters import MeterSet
+
+    gpus = [
+        FakeGpu(UUID_A, energy_mj=0, power_limit_mw=700_000),
+        FakeGpu(UUID_B, energy_mj=0, power_limit_mw=None),  # the driver does not say
+    ]
+    meter, _ = make_meter(gpus)
+    assert meter.power_limits_w == {GPU_A: 700.0}
+    meters = MeterSet([meter], "fake nvml")
+    window = meters.open("gen")
+    gpus[0].energy_mj = 2 * 900_000  # 900 W for 2 s, on a 700 W GPU
+    gpus[1].energy_mj = 2 * 5_000_000  # 5 kW, but no stated limit
+    clock.advance(2.0)
+    reading = window.close(completion_tokens=1)
+    assert reading.low_confidence_reason == (
+        f"{GPU_A}: average power 900 W is above the device's 700 W limit"
+    )
+
+
+def test_a_module_wide_counter_is_not_bounded_by_the_gpu_limit(
+    make_meter: Callable[..., tuple[NvmlMeter, FakeNvml]],
+) -> None:
+    gpu = FakeGpu(UUID_A, energy_mj=0, module_power_mw=900_000, power_limit_mw=700_000)
+    meter, _ = make_meter([gpu])
+    assert meter.power_scope(GPU_A) == "module" and meter.power_limits_w == {}
+
+
+# -- bench/gpu_check.py without a GPU ---------------------------------------------------
+
+
+def _gpu_check() -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / "bench" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_says_there_is_no_gpu_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    def no_driver() -> NvmlMeter:
+        raise MeterUnavailable("NVML: no NVIDIA driver (NVML Shared Library Not Found)")
+
+    assert _gpu_check().main([], open_meter=no_driver) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpu_check: no NVIDIA GPU to check on this machine: NVML: no NVIDIA")
+    assert "Traceback" not in err
+
+
+def test_gpu_check_compares_the_meter_with_its_own_power_integral(
+    pynvml: ModuleType, clock: FakeClock
+) -> None:
+    """The bench's measuring path on the fake: a GPU at 300 W whose counter agrees."""
+    check = _gpu_check()
+    gpu = FakeGpu(UUID_A, energy_mj=1_000_000, power_mw=300_000)
+    fake = FakeNvml(pynvml, [gpu])
+    fake.nvmlInit()  # the bench's own NVML session, beside the meter's
+    with NvmlMeter(fake, sampler=Sampler(20.0, clock=clock)) as meter:
+        integrator = check.PowerIntegrator(fake, [UUID_A], clock=clock)
+        integrator.read_once()
+
+        def work() -> None:
+            clock.advance(0.5)
+            assert gpu.energy_mj is not None
+            gpu.energy_mj += 150_000  # 300 W x 0.5 s
+            integrator.read_once()
+
+        result = check.measure(meter, integrator, None, "w", work, 0.0)
+    assert result.meter_j == pytest.approx(150.0)
+    assert result.integrated_j == pytest.approx(150.0)
+    assert result.ratio == pytest.approx(1.0) and result.zeus_j is None
+
+
+def test_the_power_trace_integrates_by_trapezoids() -> None:
+    trace = _gpu_check().PowerTrace()
+    for t_s, watts in [(0.0, 100.0), (1.0, 300.0), (2.0, 300.0)]:
+        trace.add(round(t_s * S), watts)
+    assert trace.joules(0, 2 * S) == pytest.approx(200.0 + 300.0)
+    assert trace.joules(S // 2, S) == pytest.approx(0.5 * (200.0 + 300.0) / 2)
+    assert trace.joules(S, S) == 0.0

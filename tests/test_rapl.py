@@ -480,6 +480,30 @@ def test_poll_interval_from_the_zones_max_power(
         assert derived.poll_interval_s == pytest.approx(required)
 
 
+def test_stated_max_power_is_the_plausibility_limit(
+    tmp_path: Path, clocked_meter: Callable[..., RaplMeter]
+) -> None:
+    """Only a zone that states its maximum bounds readings; the assumed 1000 W of one
+    that does not is for poll timing, never a limit."""
+    from pytest_llmlab.energy.meters import MeterSet
+
+    pkg = zone(tmp_path, "intel-rapl:0", "package-0")
+    max_power(pkg, c0=150_000_000, c1=200_000_000)  # PL1 150 W, PL2 200 W
+    dram = zone(pkg, "intel-rapl:0:0", "dram")
+    clock = FakeClock()
+    meter = clocked_meter(tmp_path, clock)
+    assert meter.power_limits_w == {"package-0": 200.0}
+    meters = MeterSet([meter], "rapl")
+    window = meters.open()
+    set_energy(pkg, 3 * 250_000_000)  # 250 W over 3 s
+    set_energy(dram, 3 * 400_000_000)  # 400 W, but no stated limit
+    clock.advance(3.0)
+    reading = window.close()
+    assert reading.low_confidence_reason == (
+        "package-0: average power 250 W is above the device's 200 W limit"
+    )
+
+
 def test_two_wraps_between_reads_counted_by_polls_at_full_power(
     tmp_path: Path, clocked_meter: Callable[..., RaplMeter]
 ) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,9 @@ def test_python_examples_in_the_readme_pass(pytester: pytest.Pytester) -> None:
     for number, block in enumerate(tests):
         pytester.makepyfile(**{f"test_readme_{number}": block})
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=len(tests))
+    result.assert_outcomes(
+        passed=sum(block.count("\ndef test_") + block.startswith("def test_") for block in tests)
+    )
 
 
 def test_every_command_line_option_is_documented(pytester: pytest.Pytester) -> None:
@@ -135,3 +138,71 @@ def test_readme_provider_table_is_the_provider_table() -> None:
         assert all(f"`{var}`" in row for var in env), name
         assert f"`{info.api_key_env}`" in row, name
         assert ("required" in row) == info.key_required, name
+
+
+def _named_blocks(language: str) -> dict[str, str]:
+    """Code blocks whose first line is a ``# path`` comment, by that path."""
+    named: dict[str, str] = {}
+    for block in code_blocks(language):
+        first, _, rest = block.partition("\n")
+        match = re.fullmatch(r"# (\S+\.(?:ya?ml|csv|jsonl))(?:\s.*)?", first.strip())
+        if match:
+            named[match.group(1)] = rest
+    return named
+
+
+def test_readme_suite_examples_are_valid_suites(pytester: pytest.Pytester) -> None:
+    """Every named suite example in the README, written where its comment says (beside
+    a copy of the shipped suites/ and system_prompts/), expands with no broken case and
+    collects under its documented ids."""
+    import shutil
+
+    from pytest_llmlab.suites.expand import BrokenCase, SuiteContext, read_suite
+
+    shutil.copytree(ROOT / "suites", pytester.path / "suites")
+    shutil.copytree(ROOT / "system_prompts", pytester.path / "system_prompts")
+    suites = {path: text for path, text in _named_blocks("yaml").items() if ".suite." in path}
+    assert {"capitals.suite.yaml", "partial.suite.yaml", "judged.suite.yaml"} <= set(suites)
+    assert "suites/structured.suite.yaml" in suites
+    for path, text in suites.items():
+        pytester.path.joinpath(path).write_text(text, encoding="utf-8")
+    (pytester.path / "questions.csv").write_text(
+        "id,question,expected\n1,Capital of France?,Paris\n"
+    )
+    csv_block = next(b for b in code_blocks("csv") if b.startswith("id,prompt,"))
+    pytester.path.joinpath("capitals.suite.csv").write_text(csv_block, encoding="utf-8")
+    jsonl = next(b for b in code_blocks("json") if "evaluation_method" in b)
+    pytester.path.joinpath("custom.suite.jsonl").write_text(jsonl, encoding="utf-8")
+    (hook,) = [b for b in code_blocks("python") if "def pytest_llmlab_checks" in b]
+    namespace: dict[str, Any] = {}
+    exec(hook, namespace)  # noqa: S102  # the README's own code, as a user would paste it
+    context = SuiteContext(
+        (pytester.path / "system_prompts",), {"no_shouting": namespace["no_shouting"]}
+    )
+    for path in [*suites, "capitals.suite.csv", "custom.suite.jsonl"]:
+        cases = read_suite(pytester.path / path, context)
+        broken = [c.message for c in cases if isinstance(c, BrokenCase)]
+        assert cases and not broken, (path, broken)
+    pytester.makeconftest(hook)
+    result = pytester.runpytest("--collect-only", "-q", "-p", "no:cacheprovider")
+    assert result.ret == 0, result.stdout.str()
+    lines = result.stdout.lines
+    assert "capitals.suite.yaml::capital-kenya[local:smollm2-135m-T0]" in lines
+    assert "questions.suite.yaml::faq-1[local:smollm2-135m-T0]" in lines
+    assert "custom.suite.jsonl::refund-policy[local:smollm2-135m-T0]" in lines
+
+
+def test_readme_custom_check_example_runs() -> None:
+    """The `pytest_llmlab_checks` example: its check passes and fails as documented."""
+    (hook,) = [b for b in code_blocks("python") if "def pytest_llmlab_checks" in b]
+    namespace: dict[str, Any] = {}
+    exec(hook, namespace)  # noqa: S102  # the README's own code, as a user would paste it
+    check = namespace["no_shouting"]
+
+    class Said:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    assert check(Said("Hello there, FRIEND"), 1) is True
+    assert check(Said("HELLO there, FRIEND"), 1) == "shouted: ['HELLO', 'FRIEND']"
+    assert namespace["pytest_llmlab_checks"](None) == {"no_shouting": check}

@@ -25,6 +25,7 @@ from loopback import (
     Script,
     keep_alive,
     malformed,
+    point_vllm_at,
     raw,
     redirect,
     serve_loopback,
@@ -576,14 +577,7 @@ INNER_ARGS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:a
 
 def _clean_env(monkeypatch: pytest.MonkeyPatch, server: LoopbackServer) -> None:
     """No stray LLMLAB_* / provider settings; vllm: points at the loopback double."""
-    import os
-
-    for name in list(os.environ):
-        if (name.startswith("LLMLAB_") and name != "LLMLAB_HOME") or name.endswith("_API_KEY"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setenv("LLMLAB_BASELINE_S", "0")
-    monkeypatch.setenv("LLMLAB_VLLM_BASE_URL", server.base_url)
+    point_vllm_at(monkeypatch, server)
 
 
 def _records(pytester: pytest.Pytester) -> list[dict[str, Any]]:

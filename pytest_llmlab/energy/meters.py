@@ -2,7 +2,9 @@
 
 ``auto`` uses every hardware meter the machine can provide (RAPL for CPU packages and
 DRAM, NVML for NVIDIA GPUs) and falls back to the CPU estimate when there is none.
-What was chosen, and why the others were not, is one line for the terminal header.
+With a calibration (``--llm-energy-coefficients``), the estimate is the calibrated one
+(`energy.calibration.CalibratedMeter`) instead of CPU time. What was chosen, and why
+the others were not, is one line for the terminal header.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
 from pytest_llmlab.energy.base import CounterSample, Meter, MeterUnavailable, TokenSegment
 from pytest_llmlab.energy.cpu import CpuEstimateMeter, CpuScope, estimate_scope
@@ -29,6 +32,19 @@ __all__ = [
     "OpenWindow",
     "select_meters",
 ]
+
+#: The idle baseline is sampled in this many parts: the spread of their powers is the
+#: baseline's noise (`MeterSet.baseline_noise_w`), which the plausibility check of net
+#: energy allows for.
+BASELINE_PARTS = 10
+
+
+class _TokenMeter(Protocol):
+    """A meter whose joules come from a window's tokens (`CalibratedMeter`)."""
+
+    def token_joules(
+        self, prefill_tokens: int, decode_tokens: int
+    ) -> dict[str, tuple[float, float]]: ...
 
 
 class MeterSelectionError(MeterUnavailable, ValueError):
@@ -60,6 +76,7 @@ def select_meters(
     cpu_tdp: float | None = None,
     cpu_scope: CpuScope = "machine",
     cpu_scope_why: str = "",
+    calibrated: Meter | None = None,
     extra: Sequence[Meter] = (),
     factories: dict[str, Callable[[], Meter]] | None = None,
     grid_gco2_per_kwh: float | None = None,
@@ -70,7 +87,8 @@ def select_meters(
 
     The carbon intensity, grid zone and electricity price are given to every reading.
     ``cpu_scope`` is whose CPU time the CPU estimate counts (`CpuEstimateMeter`), and
-    ``cpu_scope_why`` why (shown in the description).
+    ``cpu_scope_why`` why (shown in the description). ``calibrated`` (a
+    `CalibratedMeter`) replaces the CPU estimate wherever the estimate would run.
     """
     costs: dict[str, Any] = {
         "grid_gco2_per_kwh": grid_gco2_per_kwh,
@@ -100,7 +118,16 @@ def select_meters(
                 m.close()
             raise MeterSelectionError(f"--llm-meter={','.join(choice)}: {why}")
     wants_estimate = "estimate" in choice or ("auto" in choice and not meters)
-    if wants_estimate:
+    if calibrated is not None:
+        if wants_estimate:
+            meters.append(calibrated)
+            notes.append(f"using {getattr(calibrated, 'description', calibrated.name)}")
+        else:
+            notes.append(
+                "--llm-energy-coefficients not used: measured meters run "
+                "(--llm-meter=estimate uses the calibration instead)"
+            )
+    elif wants_estimate:
         estimate = CpuEstimateMeter(
             watts_per_logical_cpu=cpu_tdp, scope=cpu_scope, why=cpu_scope_why
         )
@@ -175,19 +202,36 @@ class MeterSet:
         self._short_window = [
             m.short_window_joules for m in self.meters if hasattr(m, "short_window_joules")
         ]
+        #: Meters whose joules come from a window's tokens (a calibrated estimate).
+        self._token_meters = [
+            cast(_TokenMeter, m) for m in self.meters if hasattr(m, "token_joules")
+        ]
+        #: domain -> the device's stated maximum power (W), for plausibility checks.
+        self.power_limits_w: dict[str, float] = {}
+        for meter in self.meters:
+            self.power_limits_w.update(getattr(meter, "power_limits_w", None) or {})
+        #: Standard deviation of idle power over the baseline's parts (W), once measured.
+        self.baseline_noise_w: float | None = None
         #: domain -> how a person names it (a meter's optional ``domain_labels``).
         self._labels: dict[str, str] = {}
         for meter in self.meters:
             self._labels.update(getattr(meter, "domain_labels", None) or {})
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, extra: Sequence[Meter] = ()) -> MeterSet:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        extra: Sequence[Meter] = (),
+        calibrated: Meter | None = None,
+    ) -> MeterSet:
         """The meters ``--llm-meter`` asks for, with the session's carbon intensity
         (``--llm-grid-gco2-per-kwh``, else the ``--llm-grid-zone`` mix) and price.
 
         The CPU estimate counts this process's CPU time unless a model of
         ``--llm-models`` is served by another process on this machine, then every
-        process's (`estimate_scope`).
+        process's (`estimate_scope`); ``calibrated`` (the session's calibration, see
+        ``--llm-energy-coefficients``) replaces the CPU estimate.
 
         Raises MeterSelectionError for a meter the machine lacks and ValueError for an
         unknown grid zone.
@@ -205,6 +249,7 @@ class MeterSet:
             cpu_tdp=settings.cpu_tdp,
             cpu_scope=scope,
             cpu_scope_why=why,
+            calibrated=calibrated,
             extra=extra,
             grid_gco2_per_kwh=carbon,
             grid_zone=settings.grid_zone,
@@ -214,6 +259,11 @@ class MeterSet:
     @property
     def names(self) -> list[str]:
         return [m.name for m in self.meters]
+
+    @property
+    def token_only(self) -> bool:
+        """Every meter estimates from tokens: there is no idle power to measure."""
+        return bool(self.meters) and len(self._token_meters) == len(self.meters)
 
     def sample(self) -> list[CounterSample]:
         samples: list[CounterSample] = []
@@ -244,6 +294,13 @@ class MeterSet:
                 {"t0_ns": g.t0_ns, "t1_ns": g.t1_ns, "tokens": g.tokens} for g in segments
             ],
         }
+        if self._token_meters:
+            if not segments and self.token_only:
+                return EnergyReading.unavailable(
+                    f"{self.description}: a calibrated estimate needs a generation's tokens "
+                    "(a meter.window has none)"
+                )
+            end, first_token = self._token_estimates(start, end, first_token, segments)
         if self._short_window:
             end, first_token = self._integrate_short_windows(start, end, first_token)
         return reading_from_samples(
@@ -259,7 +316,46 @@ class MeterSet:
             grid_gco2_per_kwh=self.grid_gco2_per_kwh,
             kwh_price=self.kwh_price,
             labels=self._labels,
+            power_limits_w=self.power_limits_w,
+            baseline_noise_w=self.baseline_noise_w,
         )
+
+    def _token_estimates(
+        self,
+        start: list[CounterSample],
+        end: list[CounterSample],
+        first_token: list[CounterSample] | None,
+        segments: Sequence[TokenSegment],
+    ) -> tuple[list[CounterSample], list[CounterSample] | None]:
+        """The end (and first-token) samples of token-estimate domains, set from the
+        window's tokens: prefill tokens are those of segments that end by the first
+        token (the prompt), decode tokens the rest (the output). The first-token sample
+        is the start plus the prefill estimate, so the split is the estimate's own."""
+        t_mark = first_token[0].t_ns if first_token else None
+        prefill_tokens = decode_tokens = 0
+        for segment in segments:
+            if t_mark is None or segment.t1_ns <= t_mark:
+                prefill_tokens += segment.tokens
+            else:
+                decode_tokens += segment.tokens
+        estimates: dict[str, tuple[float, float]] = {}
+        for meter in self._token_meters:
+            estimates.update(meter.token_joules(prefill_tokens, decode_tokens))
+        begin = {s.domain: s for s in start}
+        end = [
+            s._replace(joules=begin[s.domain].joules + sum(estimates[s.domain]))
+            if s.domain in estimates and s.domain in begin
+            else s
+            for s in end
+        ]
+        if first_token:
+            first_token = [
+                s._replace(joules=begin[s.domain].joules + estimates[s.domain][0])
+                if s.domain in estimates and s.domain in begin
+                else s
+                for s in first_token
+            ]
+        return end, first_token
 
     def _integrate_short_windows(
         self,
@@ -359,14 +455,17 @@ class MeterSet:
     def measure_baseline(
         self, seconds: float, sleep: Callable[[float], None] = time.sleep
     ) -> float:
-        """Idle power over `seconds` with nothing running: W summed over domains."""
-        start = self.sample()
-        sleep(seconds)
-        end = self.sample()
-        begin = {s.domain: s for s in start}
-        joules = sum(max(0.0, s.joules - begin[s.domain].joules) for s in end if s.domain in begin)
-        elapsed = (max(s.t_ns for s in end) - min(s.t_ns for s in start)) / 1e9
-        self.baseline_w = joules / elapsed if elapsed > 0 else 0.0
+        """Idle power over `seconds` with nothing running: W summed over domains.
+
+        Sampled in `BASELINE_PARTS` parts; the standard deviation of the parts' powers
+        is `baseline_noise_w`."""
+        edges = [self.sample()]
+        for _ in range(BASELINE_PARTS):
+            sleep(seconds / BASELINE_PARTS)
+            edges.append(self.sample())
+        self.baseline_w = _idle_power(edges[0], edges[-1])
+        parts = [_idle_power(a, b) for a, b in itertools.pairwise(edges)]
+        self.baseline_noise_w = statistics.stdev(parts) if len(parts) > 1 else None
         return self.baseline_w
 
     def close(self) -> None:
@@ -399,6 +498,16 @@ class EnergyMeter:
         Windows may nest and overlap: each reports the gross energy of its own span.
         """
         return self._meters.open(label)
+
+
+def _idle_power(start: list[CounterSample], end: list[CounterSample]) -> float:
+    """W summed over domains between two samplings (0 where no time passed)."""
+    if not start or not end:
+        return 0.0
+    begin = {s.domain: s for s in start}
+    joules = sum(max(0.0, s.joules - begin[s.domain].joules) for s in end if s.domain in begin)
+    elapsed = (max(s.t_ns for s in end) - min(s.t_ns for s in start)) / 1e9
+    return joules / elapsed if elapsed > 0 else 0.0
 
 
 def _combine_gpu_stats(per_gpu: list[dict[str, Any]]) -> GpuStats:

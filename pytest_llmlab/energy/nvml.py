@@ -145,6 +145,7 @@ class NvmlApi(Protocol):
     def nvmlDeviceGetUtilizationRates(self, handle: object, /) -> _Utilization: ...
     def nvmlDeviceGetMemoryInfo(self, handle: object, /) -> _Memory: ...
     def nvmlDeviceGetTemperature(self, handle: object, sensor: int, /) -> int: ...
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: object, /) -> int: ...
 
 
 def _load_pynvml() -> NvmlApi:
@@ -232,6 +233,8 @@ class NvmlDevice:
     unsupported: dict[str, str] = field(default_factory=dict)
     #: Position in this process's visible list (CUDA's device ordinal here).
     position: int = 0
+    #: The power limit the driver enforces (W), None where NVML does not say.
+    power_limit_w: float | None = None
 
     @property
     def label(self) -> str:
@@ -361,6 +364,10 @@ class NvmlMeter:
             dev.power_source, dev.power_scope = "field", "gpu"
         elif self._try(dev, "power_w", lambda: api.nvmlDeviceGetPowerUsage(handle)):
             dev.power_source, dev.power_scope = "usage", "gpu"
+        try:
+            dev.power_limit_w = api.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
+        except api.NVMLError as exc:
+            dev.unsupported["power_limit"] = str(exc)
         if dev.power_source:
             dev.metrics.add("power_w")
         elif dev.energy == "power":
@@ -482,6 +489,19 @@ class NvmlMeter:
         """Each GPU domain and how a person names it here (``gpu 0 (NVIDIA ...)``):
         `MeterSet` puts these beside the domains of every reading."""
         return {dev.domain: dev.label for dev in self.devices}
+
+    @property
+    def power_limits_w(self) -> dict[str, float]:
+        """Each GPU's enforced power limit in W, where NVML gives one: a window's
+        average above it is implausible. Not for GPUs whose counter covers a whole
+        module (Grace Hopper): the GPU's limit does not bound the module's power."""
+        return {
+            dev.domain: dev.power_limit_w
+            for dev in self.devices
+            if dev.power_limit_w is not None
+            and dev.power_limit_w > 0
+            and dev.power_scope != "module"
+        }
 
     def power_scope(self, domain: str) -> Literal["module", "gpu"] | None:
         """What ``domain``'s power reading covers: ``module`` (Grace Hopper's GPU + CPU

@@ -107,6 +107,8 @@ class _Counter:
     fd: int
     range_uj: int
     max_power_w: float
+    #: Whether the zone states its maximum (else max_power_w is ASSUMED_MAX_WATTS).
+    max_power_stated: bool = True
     last_raw: int = 0  # the highest raw value since the last wrap (noise is held)
     last_t_ns: int = 0
     wraps: int = 0
@@ -131,6 +133,12 @@ def poll_interval_for(ranges_uj: Sequence[int], max_watts: Sequence[float] | Non
 def _max_power_w(directory: Path) -> float:
     """A zone's maximum power: its largest positive ``constraint_*_max_power_uw``, or
     :data:`ASSUMED_MAX_WATTS` where it has none (unreadable or garbage files ignored)."""
+    stated = _stated_max_power_w(directory)
+    return stated if stated is not None else ASSUMED_MAX_WATTS
+
+
+def _stated_max_power_w(directory: Path) -> float | None:
+    """A zone's largest positive ``constraint_*_max_power_uw`` in W, or None."""
     best = 0
     try:
         names = os.listdir(directory)
@@ -144,7 +152,7 @@ def _max_power_w(directory: Path) -> float:
                 continue
             if text.isdigit():
                 best = max(best, int(text))
-    return best / 1e6 if best > 0 else ASSUMED_MAX_WATTS
+    return best / 1e6 if best > 0 else None
 
 
 def _default_root() -> Path:
@@ -375,7 +383,15 @@ class RaplMeter:
                 range_uj = _read_range(spec.directory, self.root, prefixes)
                 path = spec.directory / "energy_uj"
                 fd = _open_counter(path, self.root, prefixes)
-                counter = _Counter(spec.domain, path, fd, range_uj, _max_power_w(spec.directory))
+                stated = _stated_max_power_w(spec.directory)
+                counter = _Counter(
+                    spec.domain,
+                    path,
+                    fd,
+                    range_uj,
+                    stated if stated is not None else ASSUMED_MAX_WATTS,
+                    max_power_stated=stated is not None,
+                )
                 counters.append(counter)
                 counter.last_raw = _pread_uj(counter.fd, path)
                 counter.last_t_ns = self._clock()
@@ -389,6 +405,12 @@ class RaplMeter:
     def domains(self) -> list[str]:
         """The kept domains, in sample order."""
         return [c.domain for c in self._counters]
+
+    @property
+    def power_limits_w(self) -> dict[str, float]:
+        """Each domain's stated maximum power (largest ``constraint_*_max_power_uw``)
+        in W, where the zone states one: a window's average above it is implausible."""
+        return {c.domain: c.max_power_w for c in self._counters if c.max_power_stated}
 
     @property
     def description(self) -> str:

@@ -14,6 +14,12 @@ from pytest_llmlab.energy.base import (
     domain_kind,
     wrap_fields,
 )
+from pytest_llmlab.energy.plausibility import (
+    join_reasons,
+    net_doubt,
+    power_doubt,
+    wh_per_1k_doubt,
+)
 
 __all__ = [
     "LOW_CONFIDENCE_BELOW_S",
@@ -225,6 +231,8 @@ def reading_from_samples(
     grid_gco2_per_kwh: float | None = None,
     kwh_price: float | None = None,
     labels: Mapping[str, str] | None = None,
+    power_limits_w: Mapping[str, float] | None = None,
+    baseline_noise_w: float | None = None,
 ) -> EnergyReading:
     """The gross reading of one window from its edge samples, every figure filled.
 
@@ -232,6 +240,9 @@ def reading_from_samples(
     the reading then carries one `Window` dict per domain for session-end attribution.
     ``labels`` (domain -> how a person names it) go on the components that have them.
     ``first_token`` splits the energy into prefill and decode (`split_at_first_token`).
+    ``power_limits_w`` (domain -> the device's stated maximum power) and
+    ``baseline_noise_w`` (stdev of idle power) feed the plausibility checks
+    (`energy.plausibility`): a reading outside physical bounds is low-confidence.
 
     Runs at every generation's end (the bench's 100 us window target), so it makes one
     pass over the samples and builds each pydantic model once.
@@ -250,6 +261,7 @@ def reading_from_samples(
     windows: list[dict[str, Any]] = []
     parts: list[tuple[CounterSample, CounterSample, float]] = []
     doubt: str | None = None  # why a counter's delta cannot be trusted (RAPL wraps)
+    implausible: list[str | None] = []  # power outside a domain's physical bounds
     for sample in end:
         first = begin.get(sample.domain)
         if first is None:
@@ -277,6 +289,11 @@ def reading_from_samples(
             doubt = doubt or counter_doubt(first, sample)
         t_end = max(t_end, sample.t_ns)
         joules = sample.joules - first.joules
+        if joules < 0 or power_limits_w:
+            span_s = (sample.t_ns - first.t_ns) / 1e9
+            if joules < 0 or span_s >= LOW_CONFIDENCE_BELOW_S:
+                limit = power_limits_w.get(sample.domain) if power_limits_w else None
+                implausible.append(power_doubt(sample.domain, joules, span_s, limit))
         joules = max(joules, 0.0)
         rank = _RANK[sample.provenance]
         worst = max(worst, rank)
@@ -315,6 +332,26 @@ def reading_from_samples(
     )
     if doubt is not None:
         reason = doubt if reason is None else f"{reason}; {doubt}"
+    figures = derived_figures(
+        total,
+        duration_s,
+        completion_tokens=completion_tokens,
+        baseline_w=baseline_w,
+        grid_gco2_per_kwh=grid_gco2_per_kwh,
+        kwh_price=kwh_price,
+    )
+    implausible.append(
+        net_doubt(
+            figures["net_joules"],
+            baseline_w=baseline_w,
+            noise_w=baseline_noise_w,
+            duration_s=duration_s,
+        )
+    )
+    implausible.append(
+        wh_per_1k_doubt(joules=total, decode_joules=decode, completion_tokens=completion_tokens)
+    )
+    reason = join_reasons(reason, implausible)
     return EnergyReading(
         joules=total,
         cpu=components.pop("cpu", None),
@@ -332,12 +369,5 @@ def reading_from_samples(
         meter=list(meters),
         gpu_stats=gpu_stats,
         windows=windows,
-        **derived_figures(
-            total,
-            duration_s,
-            completion_tokens=completion_tokens,
-            baseline_w=baseline_w,
-            grid_gco2_per_kwh=grid_gco2_per_kwh,
-            kwh_price=kwh_price,
-        ),
+        **figures,
     )

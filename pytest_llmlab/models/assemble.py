@@ -11,6 +11,7 @@ import math
 import time
 from typing import Any, Literal
 
+from pytest_llmlab.extract import json_kind
 from pytest_llmlab.models.base import (
     Generation,
     Request,
@@ -27,25 +28,8 @@ __all__ = ["GenerationAssembler", "ThinkSplitter", "chunk_problem"]
 _QUOTE_CHARS = 200
 
 
-def _kind(value: object) -> str:
-    """The JSON type of a decoded value, with its article: "a string", "null"."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"
-
-
 def _wrong(path: str, value: object, wanted: str) -> str:
-    return f"{path} is {_kind(value)}, not {wanted}"
+    return f"{path} is {json_kind(value)}, not {wanted}"
 
 
 def chunk_problem(chunk: object) -> str | None:

@@ -53,6 +53,8 @@ from markupsafe import Markup
 
 from pytest_llmlab import __version__
 from pytest_llmlab.redact import Redactor, current
+from pytest_llmlab.report.leaderboard import format_points, leaderboard
+from pytest_llmlab.report.metrics import structured_summary
 from pytest_llmlab.report.summary import (
     BOOTSTRAP_MAX_N,
     ModelRow,
@@ -672,6 +674,7 @@ def _environment() -> jinja2.Environment:
     )
     environment.filters["num"] = _fmt
     environment.filters["pct"] = _pct
+    environment.filters["points"] = format_points
     return environment
 
 
@@ -777,6 +780,8 @@ def render_html(
     data, table = _table_data(
         records, page_size=page_size, text_limit=text_limit, text_budget=text_budget
     )
+    board = leaderboard(records) if any(r.get("max_points") is not None for r in records) else []
+    structured = structured_summary(records)
     return (
         _environment()
         .get_template("report.html.j2")
@@ -791,6 +796,9 @@ def render_html(
             meter_setup=_meter_line(records, meter_setup),
             hardware=_hardware_lines(records, hardware),
             summaries=summaries,
+            board=board,
+            structured=structured,
+            board_groups=sorted({group for row in board for group in row.tests}),
             any_cost=any(s.cost is not None for s in summaries),
             any_carbon=any(s.gco2e is not None for s in summaries),
             bootstrap_max_n=BOOTSTRAP_MAX_N,

@@ -1,20 +1,22 @@
 """A leaderboard of models: points per group of tests, speed, energy and cost.
 
-`leaderboard` scores every model over the records of a run: each test (one test id,
-so one temperature) that passed earns 1 point in its group, by the outcome rule of
-`pytest_llmlab.report.summary` (the terminal table's and the HTML report's): a test
-with a failed or errored record scores 0, a skipped or xfailed test counts for
-nothing. Groups come from ``by``:
+`leaderboard` scores every model over the records of a run by
+`pytest_llmlab.report.summary.points_by_test`: a Python test is worth 1 point, scored
+when it passed by the outcome rule of `pytest_llmlab.report.summary` (the terminal
+table's and the HTML report's); a prompt-suite case is worth its ``points`` (partial
+credit where its checks carry points); a skipped or xfailed test counts for nothing.
+Groups come from ``by``:
 
 * ``"test"``: the test function (the test id without its parametrization);
 * ``"file"``: the test file (the test id before ``::``);
 * any other name: that record field (``category``, ``suite``, ``provider``,
   ``temperature`` ...), and ``"all"`` where a record lacks it.
 
-Beside the points each row has the total, the mean ``tokens_per_s`` over the model's
-generations, its mean ``energy.wh_per_1k`` (`model_summary`'s), and the summed cost
-(`prices.generation_cost`; None when no generation could be priced). Rows are ranked by
-total points (most first), then Wh/1k (least first, unknown last), then name.
+Beside the points (and the most possible) each row has the totals, the mean
+``tokens_per_s`` over the model's generations, its mean ``energy.wh_per_1k``
+(`model_summary`'s), and the summed cost (`prices.generation_cost`; None when no
+generation could be priced). Rows are ranked by total points (most first), then Wh/1k
+(least first, unknown last), then name.
 
 `format_leaderboard` writes the rows as Markdown (cells escaped for ``|``, HTML and
 control characters), CSV (text that a spreadsheet would run as a formula gets a leading
@@ -36,12 +38,20 @@ from pytest_llmlab.redact import csv_cell, terminal_safe
 from pytest_llmlab.report.prices import Price, generation_cost
 from pytest_llmlab.report.summary import (
     finite_values,
+    is_judge_call,
     model_name,
     model_summary,
-    verdicts_by_test,
+    points_by_test,
 )
 
-__all__ = ["FORMATS", "LeaderboardRow", "format_leaderboard", "group_of", "leaderboard"]
+__all__ = [
+    "FORMATS",
+    "LeaderboardRow",
+    "format_leaderboard",
+    "format_points",
+    "group_of",
+    "leaderboard",
+]
 
 #: The output formats of `format_leaderboard`.
 FORMATS: tuple[str, ...] = ("md", "csv", "json")
@@ -52,15 +62,21 @@ class LeaderboardRow:
     """One model's line: points and tests (that ran) per group, then the totals."""
 
     model: str
-    points: dict[str, int]
+    points: dict[str, float]
     tests: dict[str, int]
     tokens_per_s: float | None
     wh_per_1k: float | None
     cost: float | None
+    #: The most points each group could give (its tests' worth).
+    max_points: dict[str, float]
 
     @property
-    def total(self) -> int:
+    def total(self) -> float:
         return sum(self.points.values())
+
+    @property
+    def max_total(self) -> float:
+        return sum(self.max_points.values())
 
     @property
     def total_tests(self) -> int:
@@ -71,7 +87,9 @@ class LeaderboardRow:
             "model": self.model,
             "points": self.points,
             "tests": self.tests,
+            "max_points": self.max_points,
             "total": self.total,
+            "max_total": self.max_total,
             "total_tests": self.total_tests,
             "tokens_per_s": self.tokens_per_s,
             "wh_per_1k": self.wh_per_1k,
@@ -105,16 +123,19 @@ def leaderboard(
     table = prices or {}
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
-        groups.setdefault(model_name(record), []).append(record)
+        if not is_judge_call(record):
+            groups.setdefault(model_name(record), []).append(record)
     rows = []
     for summary in model_summary(records):
         group = groups[summary.model]
         test_groups = {str(r.get("test_id")): group_of(r, by) for r in group}
-        points: dict[str, int] = {}
+        points: dict[str, float] = {}
+        most: dict[str, float] = {}
         counted: dict[str, int] = {}
-        for test, passed in verdicts_by_test(group).items():
+        for test, (earned, worth) in points_by_test(group).items():
             name = test_groups[test]
-            points[name] = points.get(name, 0) + passed
+            points[name] = points.get(name, 0.0) + earned
+            most[name] = most.get(name, 0.0) + worth
             counted[name] = counted.get(name, 0) + 1
         rates = finite_values(r.get("tokens_per_s") for r in group)
         costs = [generation_cost(r, table, kwh_price)[0] for r in group]
@@ -127,6 +148,7 @@ def leaderboard(
                 tokens_per_s=statistics.fmean(rates) if rates else None,
                 wh_per_1k=summary.wh_per_1k_mean,
                 cost=sum(priced) if priced else None,
+                max_points=dict(sorted(most.items())),
             )
         )
     inf = float("inf")
@@ -158,29 +180,43 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}g}"
 
 
+def format_points(value: float) -> str:
+    """Points as written: ``3``, ``2.5``, ``0.333``."""
+    return f"{value:.3g}" if value != int(value) else f"{int(value)}"
+
+
 def format_leaderboard(rows: Sequence[LeaderboardRow], fmt: str = "md") -> str:
     """The rows as ``"md"`` (a Markdown table), ``"csv"`` or ``"json"``.
 
-    Markdown cells read ``points/tests``; CSV has a ``GROUP`` (points) and a ``GROUP
-    tests`` column per group; JSON is a list of `LeaderboardRow.to_dict`. Unknown
-    values are empty (Markdown, CSV) or null (JSON).
+    Markdown cells read ``points/most possible``; CSV has a ``GROUP`` (points), a
+    ``GROUP max`` and a ``GROUP tests`` column per group; JSON is a list of
+    `LeaderboardRow.to_dict`. Unknown values are empty (Markdown, CSV) or null (JSON).
     """
     groups = _groups(rows)
     if fmt == "json":
         return json.dumps([row.to_dict() for row in rows], indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
-        group_columns = [c for g in groups for c in (g, f"{g} tests")]
+        group_columns = [c for g in groups for c in (g, f"{g} max", f"{g} tests")]
         lines = [
             _csv_line(
-                [csv_cell(c) for c in ["model", *group_columns, "total", "tests"]]
+                [csv_cell(c) for c in ["model", *group_columns, "total", "max", "tests"]]
                 + ["tokens_per_s", "wh_per_1k", "cost"]
             )
         ]
         for row in rows:
-            counts = [c for g in groups for c in (row.points.get(g, ""), row.tests.get(g, ""))]
+            counts = [
+                c
+                for g in groups
+                for c in (
+                    format_points(row.points[g]) if g in row.points else "",
+                    format_points(row.max_points[g]) if g in row.max_points else "",
+                    row.tests.get(g, ""),
+                )
+            ]
             lines.append(
                 _csv_line(
-                    [csv_cell(row.model), *counts, row.total, row.total_tests]
+                    [csv_cell(row.model), *counts]
+                    + [format_points(row.total), format_points(row.max_total), row.total_tests]
                     + ["" if v is None else v for v in (row.tokens_per_s, row.wh_per_1k, row.cost)]
                 )
             )
@@ -193,9 +229,14 @@ def format_leaderboard(rows: Sequence[LeaderboardRow], fmt: str = "md") -> str:
         "|---" + "|---:" * (len(header) - 1) + "|",
     ]
     for row in rows:
-        cells = [f"{row.points[g]}/{row.tests[g]}" if g in row.tests else "" for g in groups]
+        cells = [
+            f"{format_points(row.points[g])}/{format_points(row.max_points[g])}"
+            if g in row.tests
+            else ""
+            for g in groups
+        ]
         cells += [
-            f"{row.total}/{row.total_tests}",
+            f"{format_points(row.total)}/{format_points(row.max_total)}",
             _num(row.tokens_per_s, 3),
             _num(row.wh_per_1k),
             _num(row.cost),

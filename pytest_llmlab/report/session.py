@@ -34,6 +34,7 @@ from pytest_llmlab.results import (
 )
 
 if TYPE_CHECKING:
+    from pytest_llmlab.report.leaderboard import LeaderboardRow
     from pytest_llmlab.report.summary import ModelRow
 
 #: What xdist's report of a test whose worker died has as its phase.
@@ -67,6 +68,8 @@ class ReportSession:
         self.history_lines: list[str] = []
         self.history_failures: list[str] = []
         self.rows: list[ModelRow] = []
+        #: The leaderboard when prompt suites ran (points per category), else empty.
+        self.board: list[LeaderboardRow] = []
         self.interrupts = Interrupts()
 
     @classmethod
@@ -180,10 +183,22 @@ class ReportSession:
             hardware={**hardware(), "fingerprint": hardware_fingerprint()},
         )
         self.written = [folder / "results.csv", folder / "report.html"]
+        from pytest_llmlab.report.metrics import write_metrics_csv
+
+        metrics = write_metrics_csv(folder / "metrics.csv", records)
+        if metrics is not None:
+            self.written.append(metrics)
         self._history(session, records)
         from pytest_llmlab.report.summary import model_summary
 
         self.rows = model_summary(records)
+        if any(record.get("max_points") is not None for record in records):
+            from pytest_llmlab.report.leaderboard import leaderboard
+            from pytest_llmlab.report.prices import load_prices
+
+            self.board = leaderboard(
+                records, prices=load_prices(self.settings.prices), kwh_price=self.settings.kwh_price
+            )
 
     def _history(self, session: pytest.Session, records: list[dict[str, Any]]) -> None:
         """Compare with the baseline and save the run (--llm-compare / --llm-save)."""
@@ -236,7 +251,11 @@ class ReportSession:
             )
         for path in self.written:
             write(f"llmlab: wrote {path}")
-        from pytest_llmlab.report.terminal import append_github_summary, terminal_table
+        from pytest_llmlab.report.terminal import (
+            append_github_summary,
+            points_table,
+            terminal_table,
+        )
 
         rows = self.rows
         if rows:
@@ -247,6 +266,10 @@ class ReportSession:
                 append_github_summary(rows)
             except OSError as exc:
                 write(f"llmlab: $GITHUB_STEP_SUMMARY not written: {exc}")
+        if self.board:
+            terminalreporter.write_sep("-", "llmlab: points by category")
+            for line in points_table(self.board):
+                write(line)
         for line in self.history_lines:
             write(line)
         if self.history_failures:

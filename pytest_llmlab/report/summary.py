@@ -50,10 +50,12 @@ __all__ = [
     "energy_of",
     "finite_values",
     "interval_plan",
+    "is_judge_call",
     "mean_interval",
     "model_name",
     "model_summary",
     "outcome_passed",
+    "points_by_test",
     "provenance_mix",
     "verdict_of_test",
     "verdicts_by_test",
@@ -112,6 +114,44 @@ def verdicts_by_test(records: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
         outcomes.setdefault(str(record.get("test_id")), []).append(record.get("outcome"))
     verdicts = {test: verdict_of_test(seen) for test, seen in outcomes.items()}
     return {test: verdict for test, verdict in verdicts.items() if verdict is not None}
+
+
+def is_judge_call(record: Mapping[str, Any]) -> bool:
+    """Whether the record is an LLM judge's generation (``judge_for`` set): metered and
+    kept in the files, but no test's result and no model's score."""
+    return bool(record.get("judge_for"))
+
+
+def points_by_test(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Test id -> ``(points scored, most possible)``, for the counted tests
+    (`verdicts_by_test`), in first-seen order.
+
+    A Python test is worth 1 point, scored when it passed. A prompt-suite case is worth
+    its ``max_points``; it scores the mean over its runs of each run's ``points``, when
+    its checks carry points of their own (partial credit, whatever the outcome), else
+    only when the test passed (a case that met its checks but broke a budget scores 0).
+    """
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        if not is_judge_call(record):
+            grouped.setdefault(str(record.get("test_id")), []).append(record)
+    verdicts = verdicts_by_test(r for rs in grouped.values() for r in rs)
+    scores: dict[str, tuple[float, float]] = {}
+    for test, passed in verdicts.items():
+        group = grouped[test]
+        most = [float(r["max_points"]) for r in group if r.get("max_points") is not None]
+        if not most:
+            scores[test] = (1.0 if passed else 0.0, 1.0)
+            continue
+        partial = any(
+            check.get("points") is not None for r in group for check in r.get("checks") or ()
+        )
+        if not partial and not passed:
+            scores[test] = (0.0, max(most))
+            continue
+        earned = [float(r.get("points") or 0.0) for r in group if r.get("max_points") is not None]
+        scores[test] = (statistics.fmean(earned), max(most))
+    return scores
 
 
 # --------------------------------------------------------------------------- fields
@@ -282,10 +322,11 @@ def _summarise(
 
 def model_summary(records: Iterable[Mapping[str, Any]]) -> list[ModelRow]:
     """One `ModelRow` per model (`model_name`), in the order the models first
-    appear. Records that are not mappings are ignored."""
+    appear. Records that are not mappings are ignored, and so are an LLM judge's
+    (`is_judge_call`)."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
-        if isinstance(record, Mapping):
+        if isinstance(record, Mapping) and not is_judge_call(record):
             groups.setdefault(model_name(record), []).append(record)
     wh = {m: finite_values(energy_of(r).get("wh_per_1k") for r in g) for m, g in groups.items()}
     plan = interval_plan({m: len(values) for m, values in wh.items()})

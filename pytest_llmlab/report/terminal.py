@@ -4,6 +4,7 @@
   table: generations, pass rate, Wh per 1000 output tokens (mean ± half its 95 %
   confidence interval), decode tokens/s, median time to first token, provenance; the
   rows come from `pytest_llmlab.report.summary.model_summary`.
+* `points_table`: the leaderboard of prompt suites' points per category.
 * `github_markdown` and `append_github_summary`: the same as a Markdown table for
   ``$GITHUB_STEP_SUMMARY`` (appended only when that variable is set).
 * `junit_properties`: a few short ``(name, value)`` strings of a test's records for
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llmlab.energy.reading import PROVENANCE_ORDER
+from pytest_llmlab.report.leaderboard import LeaderboardRow, format_points
 from pytest_llmlab.report.summary import ModelRow, energy_of, finite_values
 from pytest_llmlab.stats import finite_or_none
 
@@ -33,6 +35,7 @@ __all__ = [
     "github_markdown",
     "junit_properties",
     "markdown_text",
+    "points_table",
     "terminal_table",
 ]
 
@@ -108,14 +111,45 @@ def terminal_table(rows: Sequence[ModelRow]) -> list[str]:
         )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_HEADER))]
+    return _aligned(cells, _RIGHT)
+
+
+def _aligned(cells: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
+    """Rows of cells in columns as wide as their widest cell, two spaces apart."""
+    widths = [max(len(line[i]) for line in cells) for i in range(len(right))]
     return [
         "  ".join(
-            cell.rjust(width) if right else cell.ljust(width)
-            for cell, width, right in zip(line, widths, _RIGHT, strict=True)
+            cell.rjust(width) if align else cell.ljust(width)
+            for cell, width, align in zip(line, widths, right, strict=True)
         ).rstrip()
         for line in cells
     ]
+
+
+def points_table(rows: Sequence[LeaderboardRow]) -> list[str]:
+    """The leaderboard in the terminal: ``points/most possible`` per category, the
+    total, then tokens/s and Wh/1k; best model first. No rows give no lines."""
+    if not rows:
+        return []
+    groups = sorted({group for row in rows for group in row.tests})
+    header = ("model", *(_plain(g) for g in groups), "total", "tok/s", "Wh/1k")
+    cells: list[Sequence[str]] = [header]
+    for row in rows:
+        cells.append(
+            (
+                _plain(row.model),
+                *(
+                    f"{format_points(row.points[g])}/{format_points(row.max_points[g])}"
+                    if g in row.tests
+                    else "-"
+                    for g in groups
+                ),
+                f"{format_points(row.total)}/{format_points(row.max_total)}",
+                _tokens_per_s(row.tokens_per_s),
+                "-" if row.wh_per_1k is None else _digits(row.wh_per_1k),
+            )
+        )
+    return _aligned(cells, (False, *(True for _ in groups), True, True, True))
 
 
 # --------------------------------------------------------------------------- markdown

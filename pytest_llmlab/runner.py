@@ -1,0 +1,169 @@
+"""One LLM test item, from its bound model to its verdict: shared by Python tests (the
+`llm` fixture and ``pytest_pyfunc_call``) and by prompt-suite cases (`suites.items`).
+
+`open_llm` checks the item's model (skip or error when unavailable), measures the idle
+baseline once, and binds the model to the item's records and spool; `run_llm_body`
+runs the body under the item's repeated-runs plan and holds its generations to the
+session's budgets. Both read the process's `SessionResources` from the config stash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from pytest_llmlab.budgets import budget_failure
+from pytest_llmlab.cases import LLMCase, item_plan
+from pytest_llmlab.errors import ModelUnavailable
+from pytest_llmlab.judge import JudgeRequest, JudgeRunner, judging, response_format
+from pytest_llmlab.llm import LLM
+from pytest_llmlab.models.base import Generation
+from pytest_llmlab.models.spec import parse_spec
+from pytest_llmlab.repeat import repeat_failure, run_test_body
+from pytest_llmlab.resources import SessionResources
+from pytest_llmlab.results import PendingRecords, Record, record_from_generation
+
+__all__ = ["RECORDS", "RESOURCES", "open_llm", "run_llm_body"]
+
+RESOURCES = pytest.StashKey[SessionResources]()
+RECORDS = pytest.StashKey[PendingRecords]()
+
+
+def open_llm(
+    item: pytest.Item,
+    case: LLMCase,
+    *,
+    record_fields: Callable[[Record], None] | None = None,
+) -> LLM:
+    """The model of ``case`` bound to ``item``: every generation becomes a record of
+    the item (spooled at once). ``record_fields(record)`` may fill in fields of the
+    item's own (a suite's name, category and case id) before a record is spooled.
+
+    An unavailable model skips the item under ``--llm-skip-unavailable``, else fails
+    its setup (an error) with one line naming the model and endpoint.
+    """
+    resources = item.config.stash[RESOURCES]
+    provider = resources.pool.get(case.model)
+    unavailable: str | None = None
+    try:
+        provider.ensure_available()
+    except ModelUnavailable as exc:
+        unavailable = str(exc)
+    if unavailable is not None:  # outside the except: no chained traceback in the report
+        if resources.settings.skip_unavailable:
+            pytest.skip(f"model unavailable: {unavailable}")
+        pytest.fail(unavailable, pytrace=False)
+    meters = resources.meters()
+    if provider.runs_locally:
+        resources.measure_baseline_once()
+    records = item.stash.setdefault(RECORDS, PendingRecords())
+    worker = resources.worker
+    spool, run_id = resources.spool, resources.run_id
+    model = case.model
+    if spool is not None:
+        own: dict[str, Any] = {}  # the item's fields, for the record of a crashed test
+        if record_fields is not None:
+            record_fields(own)  # type: ignore[arg-type]  # fills only its own keys
+        spool.started(
+            test_id=item.nodeid, model=model.display, spec=model.spec, alias=model.alias,
+            provider=model.provider, temperature=case.temperature, worker=worker,
+            run_id=run_id, **own,
+        )  # fmt: skip
+
+    def record(generation: Generation) -> None:
+        entry = record_from_generation(
+            generation, test_id=item.nodeid, alias=model.alias, worker=worker, run_id=run_id
+        )
+        entry["run"] = bound.run_index
+        if record_fields is not None:
+            record_fields(entry)
+        records.add(entry)
+        if spool is not None:
+            spool.finished(entry)
+
+    bound = LLM(
+        model_spec=case.model,
+        temperature=case.temperature,
+        provider=provider,
+        defaults=item_plan(item, resources.settings).defaults,
+        recorder=record,
+        meters=meters,
+    )
+    return bound
+
+
+def run_llm_body(
+    item: pytest.Item,
+    body: Callable[..., object],
+    funcargs: Mapping[str, Any],
+    bound: LLM | None,
+) -> None:
+    """Run an LLM test's body: soft `expect` checks reported at the end of each run,
+    the body repeated per the item's plan, then the energy and TTFT budgets."""
+    __tracebackhide__ = True
+    settings = item.config.stash[RESOURCES].settings
+    records = item.stash.setdefault(RECORDS, PendingRecords())
+    with judging(_judge_runner(item)):
+        result = run_test_body(
+            body,
+            funcargs,
+            plan=item_plan(item, settings).repeat,
+            llm=bound,
+            strict_capabilities=settings.strict_capabilities,
+            on_run_end=records.mark_run,
+        )
+    if result is not None:
+        records.set_repeat_result(result)
+        failure = repeat_failure(result)
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+    failure = budget_failure(settings, records.pending)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+
+
+def _judge_runner(item: pytest.Item) -> JudgeRunner:
+    """The judge of ``item``'s `expect(...).judge` checks: each sample a generation of
+    the judge model, recorded as a record of the item with ``judge_for`` set."""
+    resources = item.config.stash[RESOURCES]
+
+    def run(request: JudgeRequest) -> list[Generation]:
+        spec = parse_spec(request.model)
+        provider = resources.pool.get(spec)
+        provider.ensure_available()
+        records = item.stash.setdefault(RECORDS, PendingRecords())
+        spool, worker, run_id = resources.spool, resources.worker, resources.run_id
+
+        def record(generation: Generation) -> None:
+            entry = record_from_generation(
+                generation, test_id=item.nodeid, alias=spec.alias, worker=worker, run_id=run_id
+            )
+            entry["judge_for"] = request.judged
+            records.add(entry)
+            if spool is not None:
+                spool.finished(entry)
+
+        judge = LLM(
+            model_spec=spec,
+            temperature=request.temperature,
+            provider=provider,
+            recorder=record,
+            meters=resources.meters(),
+        )
+        try:
+            return [
+                judge.generate(
+                    messages=request.messages,
+                    seed=sample,
+                    max_tokens=request.max_tokens,
+                    logprobs=False,
+                    response_format=response_format(),
+                )
+                for sample in range(request.samples)
+            ]
+        finally:
+            judge.close()
+
+    return run
