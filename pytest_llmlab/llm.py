@@ -63,8 +63,10 @@ class GenerationStream:
         estimator: Callable[[Generation], EnergyReading] | None = None,
         *,
         where: str = "the provider",
+        injection_tokens: int | None = None,
     ) -> None:
         self._where = where
+        self._injection_tokens = injection_tokens
         self._handle = handle
         self._assembler = assembler
         self._on_finish = on_finish
@@ -135,7 +137,10 @@ class GenerationStream:
 
     def _finish(self, *, finish_reason: str | None = None, error: str | None = None) -> None:
         generation = self._assembler.finish(finish_reason=finish_reason)
-        update: dict[str, Any] = {"energy": self._reading(generation)}
+        update: dict[str, Any] = {
+            "energy": self._reading(generation),
+            "injection_tokens": self._injection_tokens,
+        }
         if error is not None:
             update["error"] = error
         generation = generation.model_copy(update=update)
@@ -280,6 +285,7 @@ class LLM:
         """
         __tracebackhide__ = hide_own_frames
         request = self.build_request(prompt, **kwargs)
+        injection_tokens = self._injection_tokens(request, kwargs)
         assembler = GenerationAssembler(
             request=request,
             model=self.name,
@@ -296,9 +302,25 @@ class LLM:
             note,
             self._cloud_estimator(),
             where=f"{self.endpoint} for {self.name}",
+            injection_tokens=injection_tokens,
         )
         self._open.append(stream)
         return stream
+
+    def _injection_tokens(self, request: Request, kwargs: Mapping[str, Any]) -> int | None:
+        """The tokens ``context`` and ``injections`` add to the system message, by the
+        server's tokenizer (llama.cpp's); None without them or without a tokenizer."""
+        context = kwargs.get("context", self.defaults.get("context"))
+        injections = kwargs.get("injections", self.defaults.get("injections"))
+        count = getattr(self.provider, "count_tokens", None)
+        if not (context or injections) or count is None or not request.messages:
+            return None
+        system = kwargs.get("system", self.defaults.get("system"))
+        full = request.messages[0].content if request.messages[0].role == "system" else ""
+        with_extras, bare = count(full), count(system) if system else 0
+        if not isinstance(with_extras, int) or not isinstance(bare, int):
+            return None
+        return max(0, with_extras - bare)
 
     def _open_window(self) -> tuple[OpenWindow | None, str | None]:
         """Meter the generation where this machine's meters can see it."""

@@ -90,6 +90,11 @@ class Record(TypedDict):
     #: For structured-extraction suites: ``{valid, error, fields: {name: {prediction,
     #: reference, rouge1, rouge2, rougeL, bleu, chrf, exact_match}}}``; else None.
     structured: dict[str, Any] | None
+    #: Prompt tokens the ``context`` and ``injections`` added (llama.cpp's tokenizer;
+    #: None without them or without a tokenizer), and the share of the reading's
+    #: prefill joules they cost (pro rata over the prompt tokens processed).
+    injection_tokens: int | None
+    injection_joules: float | None
     prompt_tokens: int | None
     #: The part of ``prompt_tokens`` the server took from its prompt cache; None when
     #: it does not say.
@@ -167,6 +172,8 @@ def record_from_generation(
         "checks": None,
         "judge_for": None,
         "structured": None,
+        "injection_tokens": generation.injection_tokens,
+        "injection_joules": _injection_joules(generation),
         "prompt_tokens": generation.usage.prompt_tokens,
         "cached_prompt_tokens": generation.usage.cached_prompt_tokens,
         "completion_tokens": generation.usage.completion_tokens,
@@ -266,6 +273,16 @@ class PendingRecords:
         self.pending.clear()
         self._marked = 0
         return finished
+
+
+def _injection_joules(generation: Generation) -> float | None:
+    """The injections' share of the prefill energy: prefill joules x injection tokens
+    / prompt tokens processed (cached ones cost no prefill)."""
+    tokens, reading = generation.injection_tokens, generation.energy
+    processed = generation.usage.processed_prompt_tokens
+    if not tokens or reading is None or reading.prefill_joules is None or not processed:
+        return None
+    return reading.prefill_joules * min(tokens, processed) / processed
 
 
 def _finite(value: Any) -> Any:
@@ -502,6 +519,8 @@ def _stub_record(start: Mapping[str, Any]) -> Record:
         "checks": None,
         "judge_for": None,
         "structured": None,
+        "injection_tokens": None,
+        "injection_joules": None,
         "prompt_tokens": None,
         "cached_prompt_tokens": None,
         "completion_tokens": None,

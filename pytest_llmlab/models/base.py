@@ -150,6 +150,9 @@ class Generation(BaseModel):
     request: Request
     #: The energy reading of this generation's window (see `EnergyReading`).
     energy: EnergyReading | None = None
+    #: Prompt tokens the ``context`` and ``injections`` added to the system message,
+    #: counted by the server's tokenizer; None without them or without a tokenizer.
+    injection_tokens: int | None = None
 
     def __str__(self) -> str:
         return self.text

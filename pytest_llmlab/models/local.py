@@ -122,7 +122,12 @@ class EmbeddedLlamaCpp:
             base_url=self.endpoint,
             timeout_s=self.timeout_s,
             deadline_s=self.deadline_s,
+            llama_tokenizer=True,
         )
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of ``text`` for this model (llama.cpp's ``/tokenize``)."""
+        return self._ensure_client().count_tokens(text)
 
     def stream_chunks(self, request: Request) -> ChunkStream:
         __tracebackhide__ = hide_own_frames

@@ -203,9 +203,11 @@ class OpenAICompatible:
         timeout_s: float = 120.0,
         deadline_s: float | None = None,
         top_logprobs: int = 5,
+        llama_tokenizer: bool = False,
     ) -> None:
         """``timeout_s`` bounds the connect and each read; ``deadline_s`` a whole
-        generation (None: `auto_deadline_s`, 0: no deadline)."""
+        generation (None: `auto_deadline_s`, 0: no deadline); ``llama_tokenizer``: the
+        server is llama.cpp's, with ``POST /tokenize`` (`count_tokens`)."""
         self.model = model
         self.display = display
         self.base_url = base_url.rstrip("/")
@@ -213,6 +215,7 @@ class OpenAICompatible:
         self.timeout_s = timeout_s
         self.deadline_s = deadline_s
         self.top_logprobs = top_logprobs
+        self._llama_tokenizer = llama_tokenizer
         self._api_key = api_key
         self._api_key_env = api_key_env
         self._require_key = require_key
@@ -324,6 +327,22 @@ class OpenAICompatible:
         else:
             how = f"+ {AUTO_DEADLINE_S_PER_TOKEN:g} s x {tokens} max_tokens"
         return auto_deadline_s(self.timeout_s, tokens), f"--llm-deadline=auto: --llm-timeout {how}"
+
+    def count_tokens(self, text: str) -> int | None:
+        """The tokens ``text`` makes for this model, from llama.cpp's ``/tokenize``
+        (no special tokens); None for other servers, or when the call fails: a count is
+        a nicety, never a reason to fail a test."""
+        if not self._llama_tokenizer:
+            return None
+        root = self.base_url.removesuffix("/v1")
+        try:
+            response = self._client.post(
+                f"{root}/tokenize", json={"content": text, "add_special": False}
+            )
+            tokens = response.json().get("tokens") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return len(tokens) if isinstance(tokens, list) else None
 
     def close(self) -> None:
         self._client.close()

@@ -36,6 +36,9 @@ class ProviderInfo:
     #: True when a key is mandatory at the default base URL (a cloud); compatible
     #: servers elsewhere may run without one.
     key_required: bool = False
+    #: The server is llama.cpp's, whose ``POST /tokenize`` (beside ``/v1``) counts the
+    #: tokens of a text (for ``injection_tokens``).
+    llama_tokenizer: bool = False
 
     @property
     def base_url_setting(self) -> str:
@@ -84,6 +87,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
             protocol="openai",
             default_base_url="http://127.0.0.1:8080/v1",
             api_key_env="LLAMA_API_KEY",
+            llama_tokenizer=True,
         ),
     )
 }

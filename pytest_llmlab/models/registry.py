@@ -78,6 +78,7 @@ class ProviderPool:
             require_key=info.requires_key(base_url),
             timeout_s=self._timeout_s,
             deadline_s=self._deadline_s,
+            llama_tokenizer=info.llama_tokenizer,
         )
 
     def close(self) -> None:
