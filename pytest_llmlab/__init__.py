@@ -31,13 +31,14 @@ from pytest_llmlab.errors import (
 from pytest_llmlab.expect import ExpectationFailed, confidence_of, expect, parse
 from pytest_llmlab.extract import JSONExtractionError, SchemaValidationError, extract_json, validate
 from pytest_llmlab.generation_stats import PassRate, Samples
-from pytest_llmlab.llm import LLM, GenerationStream
+from pytest_llmlab.llm import LLM, Chat, GenerationStream
 from pytest_llmlab.models.base import (
     Generation,
     Message,
     Request,
     Timings,
     TokenLogprob,
+    ToolCall,
     TopLogprob,
     Usage,
 )
@@ -49,6 +50,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LLM",
+    "Chat",
     "CounterSample",
     "EndpointUnreachable",
     "EnergyMeter",
@@ -88,6 +90,7 @@ __all__ = [
     "Timings",
     "TokenLogprob",
     "TokenSegment",
+    "ToolCall",
     "TopLogprob",
     "Usage",
     "__version__",

@@ -82,13 +82,31 @@ def _endpoint_url(value: str) -> str:
 
 def _list_endpoint(url: str) -> int:
     base = _endpoint_url(url).rstrip("/")
+    info = PROVIDERS.get(url)
     try:
+        if info is not None and info.protocol == "ollama":
+            return _list_ollama(base)
         models = list_models(base)
     except ValueError as exc:
         print(f"llmlab: cannot list models at {redact_url(base)}: {exc}", file=sys.stderr)
         return 1
     for model in models:
-        print(model)
+        print(terminal_safe(model))
+    return 0
+
+
+def _list_ollama(base: str) -> int:
+    """Ollama's models (``/api/tags``) with their facts, and which are loaded (``/api/ps``)."""
+    from pytest_llmlab.models.ollama import list_ollama_models
+
+    for entry in list_ollama_models(base):
+        size = entry.get("size")
+        facts = [
+            _size(size) if isinstance(size, int) else "",
+            *(str(entry.get(key) or "") for key in ("family", "parameter_size", "quantization")),
+            "loaded" if entry.get("loaded") else "",
+        ]
+        print(terminal_safe("\t".join([str(entry.get("name")), *facts]).rstrip()))
     return 0
 
 

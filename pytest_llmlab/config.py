@@ -110,6 +110,19 @@ def _parse_threads(raw: str) -> int | None:
     return int(value)
 
 
+def _parse_retries(raw: str) -> int | None:
+    """``auto`` -> None (by provider), else a whole number >= 0."""
+    if raw.strip().lower() == "auto":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a whole number or auto") from None
+    if value < 0:
+        raise ValueError(f"{raw} must be 0 or more")
+    return value
+
+
 def _parse_deadline(raw: str) -> float | None:
     """``auto`` -> None (derived per request), ``0``/``none``/``off`` -> 0 (no deadline)."""
     lowered = raw.strip().lower()
@@ -179,12 +192,17 @@ def _masked_userinfo(raw: str) -> str:
     return f"{scheme}{sep}{f'{user}:***' if plain_user else '***'}@{host}"
 
 
-def _parse_url(raw: str, key_env: str | None = None) -> str:
-    """A base URL: http(s), without ``user:password@``.
+def _parse_url(
+    raw: str, key_env: str | None = None, spelled: Callable[[str], str] | None = None
+) -> str:
+    """A base URL: http(s), without ``user:password@``; ``spelled`` first turns a
+    provider's own way of writing it (``OLLAMA_HOST=gpu-box``) into a URL.
 
     httpx would turn a userinfo into HTTP Basic auth, silently replacing the Bearer
     key, so it is refused; messages never show the password.
     """
+    if spelled is not None and "@" not in raw:  # credentials: refused below, not dropped
+        raw = spelled(raw)
     url = raw.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"{_masked_userinfo(raw)!r} is not an http(s) URL")
@@ -264,6 +282,14 @@ OPTIONS: tuple[Option, ...] = (
         "(--llm-timeout + 0.5 s per max_tokens token, 2048 tokens when unset, the "
         "per-token part at most 3600 s), a number, or 0 for none (default auto)",
         _parse_deadline,
+        "auto",
+    ),
+    Option(
+        "retries",
+        "retries of a request answered 429/503/529 or reset before its first byte, with "
+        "backoff and Retry-After, within --llm-deadline: auto (3 for clouds, 0 for local "
+        "and self-hosted servers) or a number (default auto)",
+        _parse_retries,
         "auto",
     ),
     Option(
@@ -383,6 +409,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
     ),
     Option(
+        "cost_budget",
+        "USD the session may spend on priced (cloud) generations, across xdist workers; "
+        "once spent, tests needing a new one skip and the session fails",
+        _optional(_positive(float)),
+        None,
+    ),
+    Option(
         "history",
         "SQLite file of saved runs (default .llmlab/history.sqlite)",
         str,
@@ -444,7 +477,7 @@ OPTIONS: tuple[Option, ...] = (
         Option(
             info.base_url_setting,
             f"base URL of the {info.name}: provider (default {info.default_base_url})",
-            functools.partial(_parse_url, key_env=info.api_key_env),
+            functools.partial(_parse_url, key_env=info.api_key_env, spelled=info.parse_base_url),
             info.default_base_url,
             cli=False,
             env=info.base_url_env,
@@ -473,6 +506,8 @@ class Settings(BaseModel):
     timeout: float
     #: Seconds per generation; None: auto (from the timeout and max_tokens); 0: none.
     deadline: float | None
+    #: Retries per request; None: auto (by provider).
+    retries: int | None
     skip_unavailable: bool
     threads: int | None
     ctx: int
@@ -492,6 +527,8 @@ class Settings(BaseModel):
     strict_capabilities: bool
     energy_budget: float | None
     ttft_budget: float | None
+    #: USD for priced generations in the whole session (``--llm-cost-budget``).
+    cost_budget: float | None
     history: str
     save: str | None
     autosave: bool

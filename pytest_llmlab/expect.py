@@ -35,7 +35,7 @@ from pytest_llmlab.extract import (
     extract_json,
     validate,
 )
-from pytest_llmlab.models.base import Generation
+from pytest_llmlab.models.base import Generation, ToolCall
 from pytest_llmlab.scoring import (
     DEFAULT_CHOICES,
     SIMILARITY_MODEL,
@@ -244,8 +244,18 @@ def render_failures(failures: Sequence[CheckFailure]) -> str:
         lines.append(f"  prompt: {_truncate(gen.request.prompt, PROMPT_CHARS)!r}")
         spans = [span for failure in group for span in failure.spans]
         lines.append(f"  {_excerpt(gen.text, spans)}")
+        if gen.tool_calls:
+            lines.append(f"  tool calls: {_calls_shown(gen.tool_calls)}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _calls_shown(calls: Sequence[ToolCall], limit: int = 3) -> str:
+    """``get_weather({"city": "Paris"}), ...`` for failure messages: the first calls,
+    each cut to 80 characters."""
+    shown = ", ".join(_truncate(str(call), 80) for call in calls[:limit])
+    more = len(calls) - limit
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 # -- text helpers -----------------------------------------------------------------------
@@ -314,6 +324,45 @@ def _parse_path(path: str) -> list[str | int]:
     return parts
 
 
+def _json_equal(got: Any, expected: Any) -> bool:
+    """Equal as JSON values: ``1 == 1.0``, but ``true`` is not ``1``."""
+    if isinstance(got, bool) or isinstance(expected, bool):
+        return type(got) is type(expected) and got == expected
+    if isinstance(expected, dict):
+        return (
+            isinstance(got, dict)
+            and got.keys() == expected.keys()
+            and all(_json_equal(got[k], v) for k, v in expected.items())
+        )
+    if isinstance(expected, list | tuple):
+        return (
+            isinstance(got, list | tuple)
+            and len(got) == len(expected)
+            and all(_json_equal(g, e) for g, e in zip(got, expected, strict=True))
+        )
+    return bool(got == expected)
+
+
+def _contains_json(got: Any, expected: Any, where: str = "$") -> str | None:
+    """Why ``got`` does not contain ``expected`` (None when it does): every key of an
+    expected object is in ``got`` with a value that contains the expected one, at any
+    depth; other values (arrays included) must be `_json_equal`."""
+    if isinstance(expected, dict):
+        if not isinstance(got, dict):
+            return f"{where} is {_kind(got)}, expected an object"
+        for key, value in expected.items():
+            if key not in got:
+                keys = ", ".join(map(repr, got)) or "none"
+                return f"{where}: no key {key!r} (keys: {keys})"
+            problem = _contains_json(got[key], value, f"{where}.{key}")
+            if problem is not None:
+                return problem
+        return None
+    if _json_equal(got, expected):
+        return None
+    return f"{where} is {_short(got, 80)}, expected {_short(expected, 80)}"
+
+
 def load_object(spec: str, what: str = "python check", form: str = "module:attribute") -> Any:
     """What ``"module:attribute"`` names (``"pkg.mod:Class.method"`` too).
 
@@ -349,6 +398,24 @@ def load_check(spec: str) -> PythonCheck:
             f"{type(found).__name__}, not callable"
         )
     return found  # type: ignore[no-any-return]
+
+
+def _call_problem(
+    call: ToolCall, schema: dict[str, Any] | None, arguments: dict[str, Any] | None
+) -> str | None:
+    """Why ``call`` fails `Expectation.tool_call`'s argument conditions, or None."""
+    if call.arguments is None:
+        return call.error or "the arguments did not parse"
+    if schema is not None:
+        try:
+            validate(call.arguments, schema)
+        except SchemaValidationError as exc:
+            return str(exc)
+    if arguments is not None:
+        problem = _contains_json(call.arguments, arguments)
+        if problem is not None:
+            return f"arguments {problem}"
+    return None
 
 
 def _check_name(check: PythonCheck | str) -> str:
@@ -1040,6 +1107,115 @@ class Expectation:
                 f"(alternatives: {listed})",
                 [spans[position]] if found and spans else (),
             )
+        return self
+
+    # -- tool calls --
+
+    def tool_call(
+        self,
+        name: str,
+        arguments_schema: dict[str, Any] | None = None,
+        min_confidence: float | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> Self:
+        """The model called ``name``, with arguments that parse to a JSON object and
+        meet every condition given; one such call among the calls of ``name`` passes.
+
+        ``arguments_schema``: a JSON schema the arguments validate against (each error
+        listed with its path). ``arguments``: the arguments contain these: every key
+        given is there with a value that contains the one given, objects compared this
+        way at any depth, anything else (arrays too) equal as JSON (``1 == 1.0``, but
+        ``true`` is not ``1``); keys not given may hold anything. ``min_confidence``:
+        the call's lowest token probability (`ToolCall.min_prob`) reaches it. The lowest,
+        not the mean: one doubtful token (the city, the function) decides what the call
+        does, and the near-certain JSON punctuation around it would lift a mean over
+        any threshold. Without logprobs for the call's tokens the confidence part is
+        skipped (failed under strict capabilities).
+        """
+        shown = [_short(name)]
+        if arguments_schema is not None:
+            shown.append("arguments_schema=<JSON schema>")
+        if arguments is not None:
+            shown.append(f"arguments={_short(arguments)}")
+        if min_confidence is not None:
+            shown.append(f"min_confidence={min_confidence:g}")
+        check = f"tool_call({', '.join(shown)})"
+        named = [call for call in self.gen.tool_calls if call.name == name]
+        if not named:
+            self._fail(check, self._no_call_named(name))
+            return self
+        qualified: list[ToolCall] = []
+        reasons: list[str] = []
+        for call in named:
+            problem = _call_problem(call, arguments_schema, arguments)
+            if problem is None:
+                qualified.append(call)
+            else:
+                reasons.append(
+                    problem if len(named) == 1 else f"{_truncate(str(call), 80)}: {problem}"
+                )
+        if not qualified:
+            self._fail(check, "\n".join(reasons))
+            return self
+        if min_confidence is not None:
+            self._tool_confidence(check, name, qualified, min_confidence)
+        return self
+
+    def _no_call_named(self, name: str) -> str:
+        """The failure message when no call has ``name``."""
+        offered = [
+            tool["function"]["name"]
+            for tool in self.gen.request.tools or ()
+            if isinstance(tool.get("function"), dict) and "name" in tool["function"]
+        ]
+        hint = ""
+        if offered and name not in offered:
+            hint = f" ({name!r} is not among the tools offered: {', '.join(offered)})"
+        if self.gen.tool_calls:
+            return (
+                f"no call to {name!r}{hint}; the model called {_calls_shown(self.gen.tool_calls)}"
+            )
+        if not self.gen.request.tools:
+            return f"no tool call: the request offered no tools (pass tools=[...]){hint}"
+        return f"no tool call: the model answered in text{hint}"
+
+    def _tool_confidence(
+        self, check: str, name: str, calls: Sequence[ToolCall], min_confidence: float
+    ) -> None:
+        """Pass when one of ``calls`` has a lowest token probability >= the threshold."""
+        scored = [call for call in calls if call.min_prob is not None]
+        if not scored:
+            if not self.gen.request.logprobs:
+                self._fail(
+                    check,
+                    f"no logprobs from {self.gen.model}: the request asked for none "
+                    "(logprobs=False)",
+                )
+            else:
+                self._unsupported(
+                    check,
+                    f"no logprobs for the tokens of the call to {name!r} from "
+                    f"{self.gen.model}: the backend does not return them for tool calls",
+                )
+            return
+        best = max(scored, key=lambda call: call.min_prob or 0.0)
+        low = best.min_prob
+        assert low is not None and best.mean_prob is not None
+        if low < min_confidence:
+            worst = min(best.tokens, key=lambda token: token.prob)
+            self._fail(
+                check,
+                f"lowest token probability of the call {_num(low, min_confidence)} < "
+                f"{min_confidence:g} (token {worst.token!r}; mean {best.mean_prob:.3g} over "
+                f"{len(best.tokens)} tokens): {_truncate(str(best), 80)}",
+            )
+
+    def no_tool_call(self) -> Self:
+        """The model called no tool."""
+        calls = self.gen.tool_calls
+        if calls:
+            count = f"{len(calls)} tool{'s' if len(calls) != 1 else ''}"
+            self._fail(_label("no_tool_call"), f"called {count}: {_calls_shown(calls)}")
         return self
 
     # -- speed and size --

@@ -17,10 +17,17 @@ from pytest_llmlab.energy.reading import EnergyReading
 from pytest_llmlab.errors import LLMLabError, StreamError, hide_own_frames
 from pytest_llmlab.generation_stats import Samples
 from pytest_llmlab.models.assemble import GenerationAssembler
-from pytest_llmlab.models.base import Generation, Message, Provider, Request, StreamHandle
+from pytest_llmlab.models.base import (
+    Generation,
+    Message,
+    Provider,
+    Request,
+    StreamHandle,
+    tool_problem,
+)
 from pytest_llmlab.models.spec import ModelSpec
 
-__all__ = ["LLM", "GenerationStream"]
+__all__ = ["LLM", "Chat", "GenerationStream"]
 
 __tracebackhide__ = hide_own_frames
 
@@ -40,6 +47,23 @@ def system_text(
         parts.append(f"<conversation_context>\n{context}\n</conversation_context>")
     parts.extend(injection["content"] for injection in injections or () if injection["content"])
     return "\n\n".join(parts) if parts else None
+
+
+def _tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The tools as the Request holds them; a ValueError naming the first bad one."""
+    if tools is None:
+        return None
+    if isinstance(tools, Mapping | str):
+        raise ValueError("tools= takes a list of OpenAI function schemas, not one")  # noqa: TRY004  # a bad argument
+    offered = [dict(tool) if isinstance(tool, Mapping) else tool for tool in tools]
+    for index, tool in enumerate(offered):
+        problem = tool_problem(tool, f"tools[{index}]")
+        if problem is not None:
+            raise ValueError(
+                f"{problem} (an OpenAI function schema: {{'type': 'function', "
+                "'function': {'name': ..., 'parameters': {...}}})"
+            )
+    return offered or None
 
 
 class GenerationStream:
@@ -64,9 +88,13 @@ class GenerationStream:
         *,
         where: str = "the provider",
         injection_tokens: int | None = None,
+        turn: int | None = None,
+        backend: Mapping[str, Any] | None = None,
     ) -> None:
         self._where = where
         self._injection_tokens = injection_tokens
+        self._turn = turn
+        self._backend = dict(backend or {})
         self._handle = handle
         self._assembler = assembler
         self._on_finish = on_finish
@@ -140,6 +168,9 @@ class GenerationStream:
         update: dict[str, Any] = {
             "energy": self._reading(generation),
             "injection_tokens": self._injection_tokens,
+            "attempts": getattr(self._handle, "attempts", 1),
+            "turn": self._turn,
+            "backend": self._backend,
         }
         if error is not None:
             update["error"] = error
@@ -179,11 +210,79 @@ class GenerationStream:
         self.close()
 
 
+class Chat:
+    """A conversation with one model (`LLM.chat`): the history, and one Generation per turn.
+
+    `say` sends the system message, the history and the new user message; the answer
+    (its text, and its tool calls in OpenAI's form) joins the history. When the model
+    called tools, answer each call with `tool_result`, then `say()` without text for
+    the model's reply. Every turn is recorded like any generation, with its index in
+    ``Generation.turn`` (0 first). A turn that fails leaves the history as it was.
+    """
+
+    def __init__(self, llm: LLM, *, system: str | None = None, **defaults: Any) -> None:
+        if "messages" in defaults:
+            raise ValueError("llm.chat() keeps its own messages: say() them instead")
+        self.llm = llm
+        self.system = system
+        self.defaults = defaults
+        #: The conversation so far (without the system message), as sent next turn.
+        self.messages: list[Message] = []
+        #: Each turn's Generation, in order.
+        self.turns: list[Generation] = []
+
+    def __repr__(self) -> str:
+        return f"<Chat {self.llm.name} T={self.llm.temperature:g}, {len(self.turns)} turns>"
+
+    @property
+    def unanswered(self) -> list[str]:
+        """Ids of the last turn's tool calls that no `tool_result` answered yet."""
+        answered = set()
+        for message in reversed(self.messages):
+            if message.role == "tool" and message.tool_call_id is not None:
+                answered.add(message.tool_call_id)
+            elif message.role == "assistant":
+                calls = message.tool_calls or []
+                return [c["id"] for c in calls if c.get("id") and c["id"] not in answered]
+        return []
+
+    def say(self, text: str | None = None, **kwargs: Any) -> Generation:
+        """Send ``text`` as the next user message (None: send the history as it is,
+        after tool results) and return the model's answer. ``kwargs`` are arguments of
+        `generate` for this turn only. A ValueError when the model's tool calls are not
+        all answered yet: servers refuse such a history."""
+        __tracebackhide__ = hide_own_frames
+        if self.unanswered:
+            raise ValueError(
+                f"answer the tool calls {', '.join(map(repr, self.unanswered))} with "
+                "chat.tool_result(call_id, content) before the next say()"
+            )
+        sent = [*self.messages]
+        if text is not None:
+            sent.append(Message(role="user", content=text))
+        if not sent:
+            raise ValueError("chat.say() needs text for the first turn")
+        arguments = {"system": self.system, **self.defaults, **kwargs, "messages": sent}
+        stream = self.llm._start(None, len(self.turns), arguments)
+        for _ in stream:
+            pass
+        generation = stream.generation  # a failed turn raised above, history untouched
+        self.messages = [*sent, generation.as_message()]
+        self.turns.append(generation)
+        return generation
+
+    def tool_result(self, call_id: str, content: str) -> None:
+        """Answer the tool call ``call_id`` (`ToolCall.id`) with the tool's result."""
+        self.messages.append(Message(role="tool", tool_call_id=call_id, content=content))
+
+
 class LLM:
     """One model at one temperature, ready to generate.
 
     ``defaults`` are request parameters applied to every call unless the call sets
     them (the ``@pytest.mark.llm(max_tokens=..., system=..., ...)`` values).
+    ``before_generation`` runs before each generation starts, and may stop the test
+    (the cost budget skips it).
     """
 
     def __init__(
@@ -195,8 +294,10 @@ class LLM:
         defaults: Mapping[str, Any] | None = None,
         recorder: Recorder | None = None,
         meters: MeterSet | None = None,
+        before_generation: Callable[[], None] | None = None,
     ) -> None:
         self.model_spec = model_spec
+        self._before_generation = before_generation
         self.temperature = temperature
         self.provider = provider
         self.defaults = dict(defaults or {})
@@ -236,7 +337,7 @@ class LLM:
         prompt: str | None = None,
         *,
         system: str | None = None,
-        messages: Sequence[dict[str, str] | Message] | None = None,
+        messages: Sequence[Mapping[str, Any] | Message] | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
@@ -244,6 +345,8 @@ class LLM:
         logprobs: bool = True,
         context: str | None = None,
         injections: Sequence[Mapping[str, str]] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
         **params: Any,
     ) -> Request:
         """The Request `generate` would send (defaults applied)."""
@@ -256,7 +359,9 @@ class LLM:
         if system:
             chat.append(Message(role="system", content=system))
         for message in messages or ():
-            chat.append(message if isinstance(message, Message) else Message(**message))
+            chat.append(
+                message if isinstance(message, Message) else Message.model_validate(dict(message))
+            )
         if prompt is not None:
             chat.append(Message(role="user", content=prompt))
         if not chat or all(m.role == "system" for m in chat):
@@ -264,6 +369,11 @@ class LLM:
         stop = stop if stop is not None else self.defaults.get("stop")
         merged_params = {**self.defaults.get("params", {}), **params}
         top_logprobs = merged_params.pop("top_logprobs", None)
+        # A marker's or a suite's tools arrive as params; the call's own win.
+        marker_tools = merged_params.pop("tools", None)
+        marker_choice = merged_params.pop("tool_choice", None)
+        offered = marker_tools if tools is None else tools
+        choice = marker_choice if tool_choice is None else tool_choice
         return Request(
             messages=chat,
             temperature=self.temperature if temperature is None else temperature,
@@ -272,6 +382,8 @@ class LLM:
             stop=[stop] if isinstance(stop, str) else (list(stop) if stop else None),
             logprobs=logprobs,
             top_logprobs=top_logprobs,
+            tools=_tools(offered),
+            tool_choice=dict(choice) if isinstance(choice, Mapping) else choice,
             params=merged_params,
         )
 
@@ -284,7 +396,16 @@ class LLM:
         Takes the same arguments as `generate`.
         """
         __tracebackhide__ = hide_own_frames
+        return self._start(prompt, None, kwargs)
+
+    def _start(
+        self, prompt: str | None, turn: int | None, kwargs: dict[str, Any]
+    ) -> GenerationStream:
+        """`stream`, for turn ``turn`` of a `Chat` (None: not in a chat)."""
+        __tracebackhide__ = hide_own_frames
         request = self.build_request(prompt, **kwargs)
+        if self._before_generation is not None:
+            self._before_generation()
         injection_tokens = self._injection_tokens(request, kwargs)
         assembler = GenerationAssembler(
             request=request,
@@ -303,9 +424,18 @@ class LLM:
             self._cloud_estimator(),
             where=f"{self.endpoint} for {self.name}",
             injection_tokens=injection_tokens,
+            turn=turn,
+            backend=self._backend_facts(),
         )
         self._open.append(stream)
         return stream
+
+    def _backend_facts(self) -> dict[str, Any]:
+        """The provider's facts about its model (``model_facts()``, which providers
+        that have any cache), or none."""
+        facts = getattr(self.provider, "model_facts", None)
+        result = facts() if callable(facts) else None
+        return dict(result) if isinstance(result, Mapping) else {}
 
     def _injection_tokens(self, request: Request, kwargs: Mapping[str, Any]) -> int | None:
         """The tokens ``context`` and ``injections`` add to the system message, by the
@@ -316,7 +446,7 @@ class LLM:
         if not (context or injections) or count is None or not request.messages:
             return None
         system = kwargs.get("system", self.defaults.get("system"))
-        full = request.messages[0].content if request.messages[0].role == "system" else ""
+        full = (request.messages[0].content or "") if request.messages[0].role == "system" else ""
         with_extras, bare = count(full), count(system) if system else 0
         if not isinstance(with_extras, int) or not isinstance(bare, int):
             return None
@@ -355,7 +485,7 @@ class LLM:
         prompt: str | None = None,
         *,
         system: str | None = None,
-        messages: Sequence[dict[str, str] | Message] | None = None,
+        messages: Sequence[Mapping[str, Any] | Message] | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
@@ -363,6 +493,8 @@ class LLM:
         logprobs: bool = True,
         context: str | None = None,
         injections: Sequence[Mapping[str, str]] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
         **params: Any,
     ) -> Generation:
         """Generate a full answer and return it as a `Generation`.
@@ -370,8 +502,11 @@ class LLM:
         ``messages`` (OpenAI-style dicts) come before ``prompt``, which is sent as the
         last user message; ``system`` is prepended, followed in the same system message
         by ``context`` (wrapped in ``<conversation_context>`` tags) and the ``content``
-        of each of ``injections``. Other keyword arguments go into the request body
-        verbatim (``top_p``, ``response_format``, ``top_logprobs``...).
+        of each of ``injections``. ``tools`` (OpenAI function schemas) are offered to
+        the model, ``tool_choice`` (``"auto"``, ``"none"``, ``"required"`` or a named
+        function) says whether it must call one; the calls it makes are
+        ``gen.tool_calls``. Other keyword arguments go into the request body verbatim
+        (``top_p``, ``response_format``, ``top_logprobs``...).
         """
         __tracebackhide__ = hide_own_frames
         stream = self.stream(
@@ -385,6 +520,8 @@ class LLM:
             logprobs=logprobs,
             context=context,
             injections=injections,
+            tools=tools,
+            tool_choice=tool_choice,
             **params,
         )
         for _ in stream:
@@ -408,6 +545,12 @@ class LLM:
             for i in range(n)
         ]
         return Samples(generations)
+
+    def chat(self, system: str | None = None, **defaults: Any) -> Chat:
+        """Start a conversation: each `Chat.say` sends the history and returns that
+        turn's Generation. ``defaults`` (any argument of `generate` but ``messages``:
+        ``tools``, ``max_tokens``...) apply to every turn unless the turn sets them."""
+        return Chat(self, system=system, **defaults)
 
     def samples(self) -> Samples:
         """Every generation made through this fixture so far, with statistics."""

@@ -15,11 +15,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_llmlab.config import Settings
+from pytest_llmlab.config import Settings, report_dir
 from pytest_llmlab.energy.calibration import (
     CalibratedMeter,
     load_calibration,
@@ -28,6 +28,9 @@ from pytest_llmlab.energy.calibration import (
 from pytest_llmlab.energy.meters import MeterSelectionError, MeterSet
 from pytest_llmlab.models.registry import ProviderPool
 from pytest_llmlab.results import Spool
+
+if TYPE_CHECKING:
+    from pytest_llmlab.spend import CostBudget
 
 __all__ = ["CalibrationWarning", "SessionResources", "announcer"]
 
@@ -80,12 +83,16 @@ class SessionResources:
         *,
         run_id: str | None = None,
         spool: Spool | None = None,
+        report_folder: Path | None = None,
     ) -> None:
         """``run_id`` names the run in every record; ``spool`` (xdist workers) logs
-        each finished generation at once, for the controller to recover on a crash."""
+        each finished generation at once, for the controller to recover on a crash;
+        ``report_folder`` (the controller's, for workers) holds the spend ledger."""
         self.settings = settings
         self.run_id = run_id
         self.spool = spool
+        self._report_folder = report_folder
+        self._cost_budget: CostBudget | None = None
         #: This process's xdist worker id (``gw0``...), or ``main``: from the
         #: controller's workerinput, not the environment, which a pytest run started
         #: from inside a worker inherits.
@@ -97,6 +104,7 @@ class SessionResources:
             deadline_s=settings.deadline,
             threads=settings.threads,
             ctx=settings.ctx,
+            retries=settings.retries,
             announce=self.announce,
         )
         self._config = config
@@ -117,7 +125,23 @@ class SessionResources:
             return cls(settings, config)
         worker = str(workerinput.get("workerid", "gw"))
         spool = Spool(spool_path(Path(folder), run_id, worker))
-        return cls(settings, config, run_id=run_id, spool=spool)
+        return cls(settings, config, run_id=run_id, spool=spool, report_folder=Path(folder))
+
+    @property
+    def cost_budget(self) -> CostBudget:
+        """The session's spend and ``--llm-cost-budget`` (`pytest_llmlab.spend`), built
+        on first use: the controller's run id is known only after configure."""
+        if self._cost_budget is None:
+            from pytest_llmlab.spend import CostBudget, ledger_path
+
+            folder = self._report_folder
+            if folder is None and not hasattr(self._config, "workerinput"):
+                folder = report_dir(self.settings, self._config.invocation_params.dir)
+            ledger = ledger_path(folder, self.run_id) if folder and self.run_id else None
+            self._cost_budget = CostBudget(
+                self.settings.cost_budget, self.settings.prices or {}, ledger
+            )
+        return self._cost_budget
 
     def check(self) -> None:
         """Raise `pytest.UsageError` now for settings this machine cannot honour: an

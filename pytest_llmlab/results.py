@@ -95,6 +95,12 @@ class Record(TypedDict):
     #: prefill joules they cost (pro rata over the prompt tokens processed).
     injection_tokens: int | None
     injection_joules: float | None
+    #: HTTP attempts the generation took: 1, or more after retried 429/503/529 answers
+    #: and connection resets (``--llm-retries``).
+    attempts: int
+    #: What the backend reported of the model (``quantization``, ``parameter_size``,
+    #: ``context_length``, ``runtime``, ``runtime_version``...); None when nothing.
+    backend: dict[str, Any] | None
     prompt_tokens: int | None
     #: The part of ``prompt_tokens`` the server took from its prompt cache; None when
     #: it does not say.
@@ -119,6 +125,14 @@ class Record(TypedDict):
     seed: int | None
     max_tokens: int | None
     usage_reported: bool
+    #: What the generation cost at token prices (USD), where the price came from
+    #: (``genai-prices <version>``, ``llm_prices``; ``no price`` for a cloud model
+    #: without one) and the day (UTC) whose genai-prices prices apply; all None for a
+    #: local or self-hosted model, whose cost is its energy's (``energy.cost``). See
+    #: `pytest_llmlab.report.prices`.
+    cost: float | None
+    cost_source: str | None
+    price_date: str | None
     #: The energy reading (`EnergyReading` as JSON, with its windows), or None.
     energy: dict[str, Any] | None
     #: The xdist worker id (``gw0``...) or ``main``.
@@ -127,12 +141,22 @@ class Record(TypedDict):
     finished_at: float
     #: The id of the run (session) that made the record: every file of a run carries it.
     run_id: str | None
+    #: The turn of a conversation (``llm.chat()``) the generation answered, 0 first;
+    #: None outside one.
+    turn: int | None
     #: For repeated tests: the run index, that run's verdict, the test's summary.
     run: int | None
     run_passed: bool | None
     sampling: dict[str, Any] | None
     #: Token-confidence metrics (None without logprobs).
     confidence: dict[str, float | None] | None
+    #: The functions the model called (``id``, ``name``, ``arguments_text``,
+    #: ``arguments``, ``error``, ``mean_prob``, ``min_prob``: `ToolCall`), or None when
+    #: the request offered no tools (and none came); over the tokens of every call, their mean
+    #: probability and the lowest (None without calls or without their logprobs).
+    tool_calls: list[dict[str, Any]] | None
+    avg_tool_confidence: float | None
+    min_tool_confidence: float | None
     fingerprint: str
     cpu_model: str
     #: The test's failure text (first 2000 characters) when it failed.
@@ -153,6 +177,7 @@ def record_from_generation(
 ) -> Record:
     """The record of one generation; ``outcome`` is filled in when the test reports."""
     timings = generation.timings
+    calls, avg_tool, min_tool = _tool_calls(generation)
     tokens_per_s = (
         generation.usage.completion_tokens / timings.total_s if timings.total_s > 0 else None
     )
@@ -174,6 +199,8 @@ def record_from_generation(
         "structured": None,
         "injection_tokens": generation.injection_tokens,
         "injection_joules": _injection_joules(generation),
+        "attempts": generation.attempts,
+        "backend": generation.backend or None,
         "prompt_tokens": generation.usage.prompt_tokens,
         "cached_prompt_tokens": generation.usage.cached_prompt_tokens,
         "completion_tokens": generation.usage.completion_tokens,
@@ -191,6 +218,9 @@ def record_from_generation(
         "seed": generation.request.seed,
         "max_tokens": generation.request.max_tokens,
         "usage_reported": generation.usage.reported,
+        "cost": None,  # priced by the runner (`CostBudget.charge`): it knows llm_prices
+        "cost_source": None,
+        "price_date": None,
         "energy": (
             generation.energy.model_dump(mode="json") if generation.energy is not None else None
         ),
@@ -198,10 +228,14 @@ def record_from_generation(
         "host": socket.gethostname(),
         "finished_at": time.time(),
         "run_id": run_id,
+        "turn": generation.turn,
         "run": None,
         "run_passed": None,
         "sampling": None,
         "confidence": _confidence(generation),
+        "tool_calls": calls,
+        "avg_tool_confidence": avg_tool,
+        "min_tool_confidence": min_tool,
         "fingerprint": hardware_fingerprint(),
         "cpu_model": str(hardware()["cpu"]),
         "failure": None,
@@ -320,6 +354,24 @@ def _confidence(generation: Generation) -> dict[str, float | None] | None:
         "perplexity": conf.perplexity,
         "entropy": conf.entropy,
     }
+
+
+def _tool_calls(
+    generation: Generation,
+) -> tuple[list[dict[str, Any]] | None, float | None, float | None]:
+    """The record's ``tool_calls``, ``avg_tool_confidence`` and ``min_tool_confidence``."""
+    calls = generation.tool_calls
+    tokens = [token for call in calls for token in call.tokens]
+    listed = [
+        call.model_dump(include={"id", "name", "arguments_text", "arguments", "error"})
+        | {"mean_prob": call.mean_prob, "min_prob": call.min_prob}
+        for call in calls
+    ]
+    return (
+        listed if generation.request.tools or calls else None,
+        sum(token.prob for token in tokens) / len(tokens) if tokens else None,
+        min((token.prob for token in tokens), default=None),
+    )
 
 
 def dumps_record(record: Mapping[str, Any]) -> str:
@@ -521,6 +573,8 @@ def _stub_record(start: Mapping[str, Any]) -> Record:
         "structured": None,
         "injection_tokens": None,
         "injection_joules": None,
+        "attempts": 0,
+        "backend": None,
         "prompt_tokens": None,
         "cached_prompt_tokens": None,
         "completion_tokens": None,
@@ -538,15 +592,22 @@ def _stub_record(start: Mapping[str, Any]) -> Record:
         "seed": None,
         "max_tokens": None,
         "usage_reported": False,
+        "cost": None,
+        "cost_source": None,
+        "price_date": None,
         "energy": None,
         "worker": str(start.get("worker")),
         "host": socket.gethostname(),
         "finished_at": time.time(),
         "run_id": start.get("run_id"),
+        "turn": None,
         "run": None,
         "run_passed": None,
         "sampling": None,
         "confidence": None,
+        "tool_calls": None,
+        "avg_tool_confidence": None,
+        "min_tool_confidence": None,
         "fingerprint": hardware_fingerprint(),
         "cpu_model": str(hardware()["cpu"]),
         "failure": None,

@@ -1,14 +1,16 @@
 """One LLM test item, from its bound model to its verdict: shared by Python tests (the
 `llm` fixture and ``pytest_pyfunc_call``) and by prompt-suite cases (`suites.items`).
 
-`open_llm` checks the item's model (skip or error when unavailable), measures the idle
-baseline once, and binds the model to the item's records and spool; `run_llm_body`
+`open_llm` checks the item's model (skip or error when unavailable, skip once the cost
+budget is spent), measures the idle baseline once, and binds the model to the item's
+records, spool and spend (`pytest_llmlab.spend`); `run_llm_body`
 runs the body under the item's repeated-runs plan and holds its generations to the
 session's budgets. Both read the process's `SessionResources` from the config stash.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,9 +44,13 @@ def open_llm(
     item's own (a suite's name, category and case id) before a record is spooled.
 
     An unavailable model skips the item under ``--llm-skip-unavailable``, else fails
-    its setup (an error) with one line naming the model and endpoint.
+    its setup (an error) with one line naming the model and endpoint. A priced model
+    skips the item once the session's ``--llm-cost-budget`` is spent, here and before
+    each generation.
     """
     resources = item.config.stash[RESOURCES]
+    budget = resources.cost_budget
+    budget.check(case.model)
     provider = resources.pool.get(case.model)
     unavailable: str | None = None
     try:
@@ -79,6 +85,7 @@ def open_llm(
         entry["run"] = bound.run_index
         if record_fields is not None:
             record_fields(entry)
+        budget.charge(entry)
         records.add(entry)
         if spool is not None:
             spool.finished(entry)
@@ -90,6 +97,7 @@ def open_llm(
         defaults=item_plan(item, resources.settings).defaults,
         recorder=record,
         meters=meters,
+        before_generation=functools.partial(budget.check, case.model),
     )
     return bound
 
@@ -141,6 +149,7 @@ def _judge_runner(item: pytest.Item) -> JudgeRunner:
                 generation, test_id=item.nodeid, alias=spec.alias, worker=worker, run_id=run_id
             )
             entry["judge_for"] = request.judged
+            resources.cost_budget.charge(entry)
             records.add(entry)
             if spool is not None:
                 spool.finished(entry)
@@ -151,6 +160,7 @@ def _judge_runner(item: pytest.Item) -> JudgeRunner:
             provider=provider,
             recorder=record,
             meters=resources.meters(),
+            before_generation=functools.partial(resources.cost_budget.check, spec),
         )
         try:
             return [

@@ -53,8 +53,8 @@ def server() -> Iterator[LoopbackServer]:
 def fresh_process_redactor(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The test starts with no secret installed and no provider key in the environment."""
     for info in PROVIDERS.values():
-        if info.api_key_env:
-            monkeypatch.delenv(info.api_key_env, raising=False)
+        for name in info.key_envs:
+            monkeypatch.delenv(name, raising=False)
     redact.reset()
     yield
     redact.reset()

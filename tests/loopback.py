@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Literal, Self
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 
 __all__ = [
     "STALL_LIMIT_S",
@@ -61,6 +61,8 @@ __all__ = [
     "serve_loopback",
     "stall",
     "stream",
+    "tool_call_stream",
+    "tool_delta",
     "until_disconnect",
 ]
 
@@ -105,6 +107,8 @@ class Script:
     message: str = ""
     #: For "http_error": an OpenAI-style JSON error body; False: `message` as plain text.
     json_body: bool = True
+    #: For "http_error": a ``Retry-After`` header value to send (None: none).
+    retry_after: str | None = None
     #: For "stall": send headers and these many token chunks first; None: send nothing.
     stall_after: int | None = None
     bad_data: str = ""
@@ -135,10 +139,16 @@ def stall(after_chunks: int | None = None, tokens: tuple[str, ...] = ("Hel",)) -
     return Script(kind="stall", stall_after=after_chunks, tokens=tokens)
 
 
-def http_error(status: int, message: str, *, json_body: bool = True) -> Script:
+def http_error(
+    status: int, message: str, *, json_body: bool = True, retry_after: str | None = None
+) -> Script:
     """An HTTP error status with an OpenAI-style ``{"error": {"message": ...}}`` body
-    (or `message` as plain text when ``json_body`` is False)."""
-    return Script(kind="http_error", status=status, message=message, json_body=json_body)
+    (or `message` as plain text when ``json_body`` is False), and a ``Retry-After``
+    header when given."""
+    return Script(
+        kind="http_error", status=status, message=message, json_body=json_body,
+        retry_after=retry_after,
+    )  # fmt: skip
 
 
 def end_without_done(tokens: tuple[str, ...] = ("Hel", "lo")) -> Script:
@@ -198,6 +208,79 @@ def raw(
     """A 200 answer whose (chunked) body is `body` byte for byte, under `content_type`:
     for what no documented stream contains (a BOM, HTML, another charset, wrong shapes)."""
     return Script(kind="raw", body=body, content_type=content_type, piece_bytes=piece_bytes)
+
+
+def tool_delta(
+    index: int | None, arguments: str = "", *, id: str | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """One ``delta.tool_calls`` entry as OpenAI's streaming function-calling guide shows
+    it: the call's first delta carries ``id``, ``type`` and ``function.name`` with empty
+    ``arguments``; the later ones only ``index`` and an ``arguments`` fragment
+    (``index=None`` leaves it out, as some OpenAI-compatible layers do)."""
+    entry: dict[str, Any] = {} if index is None else {"index": index}
+    if id is not None:
+        entry["id"] = id
+        entry["type"] = "function"
+    function: dict[str, Any] = {"arguments": arguments}
+    if name is not None:
+        function = {"name": name, **function}
+    entry["function"] = function
+    return entry
+
+
+def tool_call_stream(
+    deltas: list[dict[str, Any]] | tuple[dict[str, Any], ...],
+    *,
+    logprobs: list[list[tuple[str, float]] | None] | None = None,
+    finish_reason: str = "tool_calls",
+    completion_tokens: int | None = None,
+    piece_bytes: int = 0,
+) -> Script:
+    """A stream of the given deltas, in OpenAI's ``chat.completion.chunk`` format:
+    one chunk per delta (the first also with ``role``), each with the ``(token,
+    logprob)`` pairs of `logprobs` at its position as ``logprobs.content`` when given,
+    then the finish chunk, a usage chunk (when `completion_tokens` is given) and
+    ``[DONE]``. Build tool-call deltas as
+    ``{"tool_calls": [tool_delta(...)]}``. Played as a `raw` body (it does not depend
+    on the request), cut into pieces of `piece_bytes` when given."""
+
+    def chunk(delta: dict[str, Any], **choice: Any) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-loopback",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": "loopback-model",
+            "choices": [{"index": 0, "delta": delta, "logprobs": choice.get("logprobs"),
+                         "finish_reason": choice.get("finish_reason")}],
+        }  # fmt: skip
+
+    events = []
+    for position, delta in enumerate(deltas):
+        if position == 0:
+            delta = {"role": "assistant", "content": None, **delta}
+        pairs = logprobs[position] if logprobs is not None else None
+        content = None
+        if pairs is not None:
+            content = {
+                "content": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
+                    for t, lp in pairs
+                ],
+                "refusal": None,
+            }
+        events.append(chunk(delta, logprobs=content))
+    events.append(chunk({}, finish_reason=finish_reason))
+    if completion_tokens is not None:
+        usage = chunk({})
+        usage["choices"] = []
+        usage["usage"] = {
+            "prompt_tokens": 7,
+            "completion_tokens": completion_tokens,
+            "total_tokens": 7 + completion_tokens,
+        }
+        events.append(usage)
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+    return raw(body.encode(), piece_bytes=piece_bytes)
 
 
 def expected_logprob(index: int) -> float:
@@ -269,10 +352,18 @@ class _Handler(BaseHTTPRequestHandler):
         return recorded
 
     def _head(
-        self, status: int, content_type: str, *, chunked: bool, length: int | None = None
+        self,
+        status: int,
+        content_type: str,
+        *,
+        chunked: bool,
+        length: int | None = None,
+        retry_after: str | None = None,
     ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         elif length is not None:
@@ -325,9 +416,11 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             state.disconnected.set()  # the client left while we were writing
 
-    def _json(self, status: int, body: str) -> None:
+    def _json(self, status: int, body: str, retry_after: str | None = None) -> None:
         data = body.encode()
-        self._head(status, "application/json", chunked=False, length=len(data))
+        self._head(
+            status, "application/json", chunked=False, length=len(data), retry_after=retry_after
+        )
         self._write(data, chunked=False)
 
     # -- the OpenAI stream format ---------------------------------------------------
@@ -432,7 +525,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(script.status, json.dumps(
                     {"error": {"message": script.message, "type": "loopback_error",
                                "param": None, "code": None}}
-                ))  # fmt: skip
+                ), script.retry_after)  # fmt: skip
             else:
                 data = script.message.encode()
                 self._head(script.status, "text/plain", chunked=False, length=len(data))
@@ -535,14 +628,25 @@ class _Handler(BaseHTTPRequestHandler):
                     return
 
 
-class _Server(socketserver.ThreadingMixIn, HTTPServer):
+class _HasErrors(Protocol):
+    errors: list[BaseException]
+
+
+StateT = TypeVar("StateT", bound=_HasErrors)
+
+
+class LoopbackHTTPServer(socketserver.ThreadingMixIn, HTTPServer, Generic[StateT]):
+    """A threaded HTTP server on a free loopback port whose handlers read ``state``
+    (every protocol double's), and which keeps its handlers' unexpected exceptions in
+    ``state.errors`` for the test to assert on (a client leaving is not one)."""
+
     daemon_threads = False
     block_on_close = True  # server_close() joins every handler thread
     allow_reuse_address = True
 
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: StateT, handler: type[BaseHTTPRequestHandler]) -> None:
         self.state = state
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", 0), handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves an FQDN (a DNS lookup); loopback needs none.
@@ -556,6 +660,9 @@ class _Server(socketserver.ThreadingMixIn, HTTPServer):
             exc, (BrokenPipeError, ConnectionResetError, TimeoutError)
         ):
             self.state.errors.append(exc)
+
+
+_Server = LoopbackHTTPServer["_State"]
 
 
 class LoopbackServer:
@@ -633,7 +740,7 @@ class LoopbackServer:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> Self:
-        self._httpd = _Server(self._state)
+        self._httpd = _Server(self._state, _Handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},

@@ -122,3 +122,26 @@ def test_bad_grid_zone_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--llm-grid-zone=XXX")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--llm-grid-zone: unknown EcoLogits grid zone 'XXX'*"])
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"), [("anthropic", "anthropic"), ("google", "google_genai")]
+)
+def test_anthropic_and_gemini_map_to_ecologits_providers(ours: str, theirs: str) -> None:
+    """The cloud providers of the new protocol modules get EcoLogits estimates: a model
+    EcoLogits lists for that provider gives an estimated reading."""
+    pytest.importorskip("ecologits")
+    from ecologits.model_repository import models
+
+    from pytest_llmlab.energy.cloud import ECOLOGITS_PROVIDERS, ecologits_reading
+
+    assert ECOLOGITS_PROVIDERS[ours] == theirs
+    listed = [
+        m.name
+        for m in models.list_models()
+        if str(getattr(m.provider, "value", m.provider)) == theirs
+    ]
+    reading = ecologits_reading(
+        provider=ours, model=listed[0], completion_tokens=100, latency_s=2.0, zone=None
+    )
+    assert reading.provenance == "estimated" and (reading.joules or 0) > 0

@@ -1,5 +1,5 @@
-"""Run history (SQLite), comparisons with significance, regression checks, the
-leaderboard and prices: pure logic, tested directly."""
+"""Run history (SQLite), comparisons with significance, regression checks and the
+leaderboard: pure logic, tested directly (prices: tests/test_prices.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from pytest_llmlab.report import prices as prices_module
 from pytest_llmlab.report.compare import (
     METRICS,
     RegressionCheck,
@@ -34,15 +33,7 @@ from pytest_llmlab.report.history import (
     session_history,
 )
 from pytest_llmlab.report.leaderboard import format_leaderboard, group_of, leaderboard
-from pytest_llmlab.report.prices import (
-    PRICES_PUBLISHED,
-    Price,
-    builtin_prices,
-    find_price,
-    generation_cost,
-    load_prices,
-    parse_prices_option,
-)
+from pytest_llmlab.report.prices import load_prices
 
 HARDWARE = {"cpu": "AMD EPYC", "cpus": 4, "machine": "x86_64", "system": "Linux", "gpus": []}
 
@@ -468,7 +459,7 @@ def test_table_shows_each_pair_and_each_model() -> None:
 def test_cost_is_compared_with_prices() -> None:
     base = [record(f"t{i}", model="openai:gpt-4o") for i in range(3)]
     cur = [{**r, "completion_tokens": 16} for r in base]
-    table = load_prices()
+    table = load_prices({"gpt-4o": (2.5, 10.0)})  # the user's prices: no snapshot drift
     delta = compare_runs(base, cur, prices=table).models[0].deltas["cost"]
     # 40 prompt tokens at 2.5 plus 8 -> 16 completion tokens at 10, per million
     assert delta.baseline == pytest.approx((40 * 2.5 + 8 * 10) / 1e6)
@@ -645,82 +636,3 @@ def test_leaderboard_csv_and_json() -> None:
     assert list(csv.reader(io.StringIO(formula)))[1][0] == "'=HYPERLINK(1)"
     with pytest.raises(ValueError, match="unknown leaderboard format 'xml'; formats: md, csv"):
         format_leaderboard(rows, "xml")
-
-
-# -- prices -----------------------------------------------------------------------------
-
-
-def test_shipped_prices() -> None:
-    table = builtin_prices()
-    assert PRICES_PUBLISHED == "2025-06-01"
-    assert table["gpt-4o"] == Price(2.5, 10.0)
-    assert table["gpt-4o-mini"] == Price(0.15, 0.6)
-    assert table["claude-3-5-haiku"] == Price(0.8, 4.0)
-    for name in ("gpt-4.1", "gpt-4.1-mini", "o3-mini", "claude-3-5-sonnet"):
-        assert name in table
-    table["gpt-4o"] = Price(0, 0)  # a copy: the shipped table is untouched
-    assert builtin_prices()["gpt-4o"] == Price(2.5, 10.0)
-
-
-def test_parse_prices_option_and_merge() -> None:
-    extra = parse_prices_option("gpt-4o=3/12, openai:mine=1/4\nfree=0/0")
-    assert extra == {"gpt-4o": Price(3, 12), "openai:mine": Price(1, 4), "free": Price(0, 0)}
-    merged = load_prices(extra)
-    assert merged["gpt-4o"] == Price(3, 12)  # the user's table wins
-    assert merged["openai:mine"] == Price(1, 4)
-    assert merged["gpt-4o-mini"] == Price(0.15, 0.6)  # the rest stays
-    assert load_prices(None) == builtin_prices()
-    assert parse_prices_option("") == {}
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("gpt-4o", "'gpt-4o' is not MODEL=INPUT/OUTPUT"),
-        ("gpt-4o=3", "'gpt-4o=3' is not MODEL=INPUT/OUTPUT"),
-        ("=1/2", "'=1/2' is not MODEL=INPUT/OUTPUT"),
-        ("m=a/2", "price 'm=a/2': 'a' is not a number"),
-        ("m=-1/2", "price 'm=-1/2': -1.0 is not a finite number >= 0"),
-        ("ok=1/2,m=1/inf", "price 'm=1/inf': inf is not a finite number >= 0"),
-    ],
-)
-def test_parse_prices_option_bad(text: str, expected: str) -> None:
-    with pytest.raises(ValueError) as info:
-        parse_prices_option(text)
-    assert expected in str(info.value)
-
-
-def test_prices_table_is_validated() -> None:
-    with pytest.raises(ValueError, match=r"\[b\] 'm': listed twice"):
-        prices_module._read_table(
-            "[a]\nm = {input = 1, output = 2}\n[b]\nm = {input = 1, output = 2}"
-        )
-    with pytest.raises(ValueError, match=r"\[a\] 'm': expected"):
-        prices_module._read_table("[a]\nm = {input = 1}")
-    with pytest.raises(ValueError, match="'x' is not a finite number"):
-        prices_module._read_table("[a]\nm = {input = 'x', output = 2}")
-
-
-def test_find_price_by_spec_name_and_snapshot() -> None:
-    table = load_prices({"openai:gpt-4o": (1.0, 1.0)})
-    assert find_price(table, "openai:gpt-4o") == ("openai:gpt-4o", Price(1, 1))
-    assert find_price(table, "lmstudio:gpt-4o") == ("gpt-4o", Price(2.5, 10))
-    assert find_price(table, "openai:gpt-4o-mini") == ("gpt-4o-mini", Price(0.15, 0.6))
-    assert find_price(table, "openai:gpt-4o-mini-2024-07-18")[0] == "gpt-4o-mini"  # type: ignore[index]
-    assert find_price(table, "openai:claude-3-5-haiku-latest")[0] == "claude-3-5-haiku"  # type: ignore[index]
-    assert find_price(table, "openai:claude-sonnet-4-20250514")[0] == "claude-sonnet-4"  # type: ignore[index]
-    assert find_price(table, "openai:gpt-4o-audio-preview") is None  # not a snapshot
-    assert find_price(table, None, "local:smollm2-135m") is None
-
-
-def test_generation_cost() -> None:
-    cloud = {"spec": "openai:gpt-4o", "model": "gpt", "prompt_tokens": 1000,
-             "completion_tokens": 500, "energy": {"wh": 1.0, "cost": 9.0}}  # fmt: skip
-    table = load_prices()
-    assert generation_cost(cloud, table, 0.3) == pytest.approx((0.0075, "tokens"))
-    local = {"spec": "local:smollm2-135m", "model": "local:smollm2-135m", "prompt_tokens": 40,
-             "completion_tokens": 8, "energy": {"wh": 0.5, "cost": 0.002}}  # fmt: skip
-    assert generation_cost(local, table, 0.3) == pytest.approx((0.00015, "energy"))
-    assert generation_cost(local, table, None) == (0.002, "recorded")
-    assert generation_cost({**local, "energy": None}, table, 0.3) == (None, "none")
-    assert generation_cost({**cloud, "completion_tokens": None}, table, None) == (9.0, "recorded")

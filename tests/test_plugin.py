@@ -202,7 +202,7 @@ def test_tests_without_llm_fixtures_are_untouched(pytester: pytest.Pytester) -> 
     [
         (
             ["--llm-models=nope:m"],
-            "*argument --llm-models: unknown provider 'nope' in model spec 'nope:m' (valid providers: llamacpp, lmstudio, local, openai, vllm)*",
+            "*argument --llm-models: unknown provider 'nope' in model spec 'nope:m' (valid providers: anthropic, gemini, llamacpp, lmstudio, local, ollama, openai, vllm)*",
         ),
         (
             ["--llm-models=justaname"],

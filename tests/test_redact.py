@@ -150,12 +150,13 @@ def test_a_secret_never_survives(secret: str, before: str, after: str) -> None:
 
 
 def test_key_variables_are_the_provider_tables() -> None:
-    expected = {info.api_key_env for info in PROVIDERS.values() if info.api_key_env}
+    expected = {name for info in PROVIDERS.values() for name in info.key_envs}
     assert set(redact.key_variables()) == expected
+    assert {"GEMINI_API_KEY", "GOOGLE_API_KEY", "ANTHROPIC_API_KEY"} <= expected
 
 
 @pytest.mark.parametrize(
-    "variable", sorted(i.api_key_env for i in PROVIDERS.values() if i.api_key_env)
+    "variable", sorted(name for i in PROVIDERS.values() for name in i.key_envs)
 )
 def test_secrets_from_reads_each_provider_key(variable: str) -> None:
     redactor = secrets_from(env={variable: KEY, "UNRELATED_TOKEN": "not-a-provider-key"})

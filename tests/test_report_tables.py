@@ -107,6 +107,7 @@ def full_record() -> dict[str, Any]:
         "host": "ci-01",
         "finished_at": 1795377918.9974508,
         "run": 3,
+        "turn": 1,
         "run_passed": False,
         "sampling": {"passed": 3, "runs": 5},
         "confidence": {
@@ -116,6 +117,12 @@ def full_record() -> dict[str, Any]:
             "perplexity": 1.5155572759838298,
             "entropy": 0.556806620179389,
         },
+        "tool_calls": [
+            {"id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}},
+            {"id": "call_2", "name": "search", "arguments": None, "error": "not JSON"},
+        ],
+        "avg_tool_confidence": 0.8125,
+        "min_tool_confidence": 0.625,
         "fingerprint": "126ee5cc092a",
         "cpu_model": "AMD EPYC 7B13",
         "run_id": "20261201T204512-3f9a1c",
@@ -136,6 +143,7 @@ FULL_CELLS = {
     "provider": "openai",
     "temperature": "0.7",
     "run": "3",
+    "turn": "1",
     "outcome": "passed",
     "run_passed": "False",
     "prompt_tokens": "42",
@@ -178,6 +186,9 @@ FULL_CELLS = {
     "first_token_prob": "0.5",
     "perplexity": "1.5155572759838298",
     "entropy": "0.556806620179389",
+    "tool_calls": "2",
+    "avg_tool_confidence": "0.8125",
+    "min_tool_confidence": "0.625",
     "cost": "3e-07",
     "gco2e": "0.00125",
     "host": "ci-01",
@@ -231,9 +242,11 @@ def test_the_frame_has_one_typed_row_per_record() -> None:
     assert frame["measured"].isna().tolist() == [False, True]
 
 
-#: Columns read from the ``energy`` reading, and from ``confidence``.
+#: Columns read from the ``energy`` reading, and from ``confidence`` (the tool-call
+#: columns come from the record itself).
 ENERGY_COLUMNS = [c for c in DOCUMENTED[DOCUMENTED.index("joules") :] if c not in (
     "mean_prob", "min_prob", "first_token_prob", "perplexity", "entropy",
+    "tool_calls", "avg_tool_confidence", "min_tool_confidence",
     "host", "worker", "fingerprint", "cpu_model", "run_id",
 )]  # fmt: skip
 CONFIDENCE_COLUMNS = ["mean_prob", "min_prob", "first_token_prob", "perplexity", "entropy"]

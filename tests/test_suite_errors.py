@@ -62,7 +62,7 @@ BAD = {
          "defaults, description, suite and case keys (category, checks, context, data, "
          "description, fewshot, format, id, injections, limit, max_tokens, messages, params, "
          "pass_rate, pass_rule, points, prompt, runs, seed, shuffle_seed, stop, structured, system, tags, "
-         "temperature, vars)"),
+         "temperature, tools, vars)"),
         passed=1,
     ),
     "unknown-case-key": Bad(

@@ -20,7 +20,11 @@ from pytest_llmlab.energy.reading import EnergyReading
 __all__ = ["ECOLOGITS_PROVIDERS", "ecologits_reading", "zone_intensity"]
 
 #: Our provider name -> EcoLogits provider name, for endpoints EcoLogits knows.
-ECOLOGITS_PROVIDERS: dict[str, str] = {"openai": "openai"}
+ECOLOGITS_PROVIDERS: dict[str, str] = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "google": "google_genai",
+}
 
 _INSTALL_HINT = "pip install 'pytest-llmlab[cloud]'"
 

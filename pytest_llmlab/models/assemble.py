@@ -2,6 +2,24 @@
 
 Kept apart from the HTTP client so the same assembly serves every provider module that
 translates its wire format into these chunks, and so it can be tested on plain dicts.
+
+Tool calls arrive as ``choices[0].delta.tool_calls`` entries: ``index`` (which call),
+``id``, ``type`` and ``function.name`` (usually in the call's first delta only) and
+``function.arguments`` fragments, cut anywhere (mid-string, mid-escape), joined and
+parsed once the stream ends. An entry without ``index`` (some OpenAI-compatible layers
+send whole calls without one) continues the call with its ``id``, starts a new call
+for a new ``id``, and continues the last call when it has no ``id``. A name repeated in
+later deltas is not appended again.
+
+A tool call's confidence: the ``choices[0].logprobs.content`` tokens of a chunk whose
+delta carries ``tool_calls`` belong to the call of the last entry of that delta (they
+also stay in ``Generation.tokens``, every token of the generation). That is how the
+servers that send logprobs for tool-call tokens at all send them: llama.cpp attaches
+each sampled token's logprobs to the last delta that token produced, vLLM sends each
+step's logprobs with that step's delta. Both drop the logprobs of tokens that produce
+no delta (a ``<tool_call>`` tag, JSON their tool-call parser holds back), so a call's
+tokens can be fewer than the tokens it took. (llama.cpp's server takes ``n_probs``,
+not ``logprobs``, with tools on a stream: see `OpenAICompatible.request_body`.)
 """
 
 from __future__ import annotations
@@ -9,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pytest_llmlab.extract import json_kind
@@ -17,12 +36,13 @@ from pytest_llmlab.models.base import (
     Request,
     Timings,
     TokenLogprob,
+    ToolCall,
     TopLogprob,
     Usage,
 )
 from pytest_llmlab.redact import redact_text
 
-__all__ = ["GenerationAssembler", "ThinkSplitter", "chunk_problem"]
+__all__ = ["GenerationAssembler", "ThinkSplitter", "chunk_problem", "parse_arguments"]
 
 #: Characters of a bad chunk quoted in the assembler's ValueError.
 _QUOTE_CHARS = 200
@@ -63,9 +83,40 @@ def chunk_problem(chunk: object) -> str | None:
             value = (delta or {}).get(key)
             if value is not None and not isinstance(value, str):
                 return _wrong(f"{path}.delta.{key}", value, "a string")
-        problem = _logprobs_problem(choice.get("logprobs"), f"{path}.logprobs")
+        problem = _tool_calls_problem((delta or {}).get("tool_calls"), f"{path}.delta.tool_calls")
+        if problem is None:
+            problem = _logprobs_problem(choice.get("logprobs"), f"{path}.logprobs")
         if problem is not None:
             return problem
+    return None
+
+
+def _tool_calls_problem(calls: object, path: str) -> str | None:
+    """What is wrong with a delta's ``tool_calls``; absent fields and nulls are fine."""
+    if calls is None:
+        return None
+    if not isinstance(calls, list):
+        return _wrong(path, calls, "an array")
+    for k, call in enumerate(calls):
+        where = f"{path}[{k}]"
+        if not isinstance(call, dict):
+            return _wrong(where, call, "an object")
+        index = call.get("index")
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+            return _wrong(f"{where}.index", index, "an integer")
+        if isinstance(index, int) and index < 0:
+            return f"{where}.index is {index}, not an index (0 or more)"
+        for key in ("id", "type"):
+            if call.get(key) is not None and not isinstance(call[key], str):
+                return _wrong(f"{where}.{key}", call[key], "a string")
+        function = call.get("function")
+        if function is None:
+            continue
+        if not isinstance(function, dict):
+            return _wrong(f"{where}.function", function, "an object")
+        for key in ("name", "arguments"):
+            if function.get(key) is not None and not isinstance(function[key], str):
+                return _wrong(f"{where}.function.{key}", function[key], "a string")
     return None
 
 
@@ -166,6 +217,47 @@ def _token(entry: dict[str, Any]) -> TokenLogprob | None:
     return TokenLogprob(token=str(entry.get("token", "")), logprob=float(logprob), top=top)
 
 
+def parse_arguments(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A tool call's arguments text as ``(object, None)``, or ``(None, why)`` when it is
+    not JSON or not a JSON object. Empty text is ``{}`` (servers send none for a call
+    without parameters)."""
+    if not text.strip():
+        return {}, None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"the arguments are not JSON: {exc.msg} at character {exc.pos}"
+    except RecursionError:
+        return None, "the arguments are not JSON: nested too deeply"
+    if not isinstance(value, dict):
+        return None, f"the arguments are {json_kind(value)}, not an object"
+    return value, None
+
+
+@dataclass(slots=True)
+class _CallParts:
+    """One tool call while its deltas arrive."""
+
+    id: str | None = None
+    name: str = ""
+    fragments: list[str] = field(default_factory=list)
+    tokens: list[TokenLogprob] = field(default_factory=list)
+
+    def finish(self, finish_reason: str | None) -> ToolCall:
+        text = "".join(self.fragments)
+        arguments, error = parse_arguments(text)
+        if error is not None and finish_reason == "length":
+            error += " (the generation was cut off: finish reason 'length')"
+        return ToolCall(
+            id=self.id,
+            name=self.name,
+            arguments_text=text,
+            arguments=arguments,
+            error=error,
+            tokens=self.tokens,
+        )
+
+
 class GenerationAssembler:
     """Feed chunks with `add`; `finish` returns the Generation."""
 
@@ -190,6 +282,8 @@ class GenerationAssembler:
         self._reasoning: list[str] = []
         self._tokens: list[TokenLogprob] = []
         self._content_chunks = 0
+        self._calls: dict[int, _CallParts] = {}
+        self._last_call: int | None = None
         self._usage: dict[str, Any] | None = None
         self._server_timings: dict[str, Any] = {}
         self.finish_reason: str | None = None
@@ -221,12 +315,16 @@ class GenerationAssembler:
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
             content = delta.get("content") or ""
-            if (reasoning or content) and self.first_token_ns is None:
+            call = None
+            for entry in delta.get("tool_calls") or ():
+                call = self._call_delta(entry)
+            if (reasoning or content or call) and self.first_token_ns is None:
                 self.first_token_ns = self._clock_ns()
             if reasoning:
                 self._reasoning.append(str(reasoning))
+            if content or call is not None:
+                self._content_chunks += 1  # the count of output when usage is missing
             if content:
-                self._content_chunks += 1
                 answer, thought = self._splitter.feed(str(content))
                 if thought:
                     self._reasoning.append(thought)
@@ -237,9 +335,39 @@ class GenerationAssembler:
             for entry in logprobs.get("content") or []:
                 if isinstance(entry, dict) and (token := _token(entry)) is not None:
                     self._tokens.append(token)
+                    if call is not None:
+                        call.tokens.append(token)
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
         return "".join(added)
+
+    def _call_delta(self, entry: dict[str, Any]) -> _CallParts:
+        """Take one ``delta.tool_calls`` entry into its call (see the module docstring)."""
+        call_id = entry.get("id") or None
+        index = entry.get("index")
+        if index is None:
+            index = self._index_without_one(call_id)
+        call = self._calls.get(index)
+        if call is None:
+            call = self._calls[index] = _CallParts()
+        self._last_call = index
+        if call_id is not None and call.id is None:
+            call.id = call_id
+        function = entry.get("function") or {}
+        name = function.get("name")
+        if name and name != call.name:
+            call.name += name
+        if function.get("arguments"):
+            call.fragments.append(function["arguments"])
+        return call
+
+    def _index_without_one(self, call_id: str | None) -> int:
+        if call_id is None:
+            return 0 if self._last_call is None else self._last_call
+        for index, call in self._calls.items():
+            if call.id == call_id:
+                return index
+        return max(self._calls, default=-1) + 1
 
     def flush(self) -> str:
         """Settle text held back by the think splitter; return the answer part."""
@@ -255,13 +383,15 @@ class GenerationAssembler:
         self.flush()
         finished_ns = self._clock_ns()
         usage = self._build_usage()
+        reason = finish_reason or self.finish_reason
         return Generation(
             text="".join(self._answer),
             reasoning="".join(self._reasoning).strip(),
             tokens=self._tokens,
+            tool_calls=[call.finish(reason) for _, call in sorted(self._calls.items())],
             usage=usage,
             timings=self._build_timings(usage, finished_ns),
-            finish_reason=finish_reason or self.finish_reason,
+            finish_reason=reason,
             model=self.model,
             spec=self.spec,
             provider=self.provider,

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from pytest_llmlab.energy.reading import EnergyReading
+from pytest_llmlab.extract import json_kind
 
 __all__ = [
     "Generation",
@@ -20,18 +21,57 @@ __all__ = [
     "Request",
     "Timings",
     "TokenLogprob",
+    "ToolCall",
     "TopLogprob",
     "Usage",
+    "tool_problem",
 ]
 
 
 class Message(BaseModel):
-    """One chat message as sent to the model."""
+    """One chat message as sent to the model, in OpenAI's chat format.
+
+    ``role`` is ``system``, ``user``, ``assistant`` or ``tool``. An assistant message
+    that called tools carries them in ``tool_calls`` (OpenAI's wire form, see
+    `ToolCall.wire`; its ``content`` may be None); a ``tool`` message answers the call
+    ``tool_call_id`` with the tool's result as ``content``. Fields left None are not
+    sent.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     role: str
-    content: str
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+def tool_problem(tool: object, path: str = "tool") -> str | None:
+    """Why ``tool`` is not an OpenAI function schema (one phrase naming the field at
+    ``path``: ``tools[0].function.name is missing``), or None.
+
+    A schema is ``{"type": "function", "function": {"name": ..., "description": ...,
+    "parameters": {JSON schema}}}``; ``description`` and ``parameters`` are optional.
+    """
+    if not isinstance(tool, dict):
+        return f"{path} is {json_kind(tool)}, not an object"
+    if tool.get("type") != "function":
+        return f"{path}.type is {tool.get('type')!r}, not 'function'"
+    function = tool.get("function")
+    if not isinstance(function, dict):
+        return f"{path}.function is {json_kind(function)}, not an object"
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        return (
+            f"{path}.function.name is missing"
+            if name is None
+            else (f"{path}.function.name is {json_kind(name)}, not a non-empty string")
+        )
+    for key, kind, wanted in (("description", str, "a string"), ("parameters", dict, "an object")):
+        value = function.get(key)
+        if value is not None and not isinstance(value, kind):
+            return f"{path}.function.{key} is {json_kind(value)}, not {wanted}"
+    return None
 
 
 class Request(BaseModel):
@@ -44,6 +84,12 @@ class Request(BaseModel):
     stop: list[str] | None = None
     logprobs: bool = True
     top_logprobs: int | None = None
+    #: Functions the model may call, as OpenAI function schemas (`tool_problem` says
+    #: what one must hold); None: no tools offered.
+    tools: list[dict[str, Any]] | None = None
+    #: OpenAI's ``tool_choice``: ``"auto"``, ``"none"``, ``"required"`` or
+    #: ``{"type": "function", "function": {"name": ...}}``; None: the server's default.
+    tool_choice: str | dict[str, Any] | None = None
     #: Extra provider parameters passed through verbatim (``top_p``, ``response_format``...).
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -52,7 +98,7 @@ class Request(BaseModel):
         """The last user message: what reports show as "the prompt"."""
         for message in reversed(self.messages):
             if message.role == "user":
-                return message.content
+                return message.content or ""
         return ""
 
 
@@ -77,6 +123,56 @@ class TokenLogprob(BaseModel):
     @property
     def prob(self) -> float:
         return math.exp(self.logprob)
+
+
+class ToolCall(BaseModel):
+    """One function call the model made, assembled from the streamed deltas.
+
+    ``arguments_text`` is the arguments' JSON text as the model wrote it; ``arguments``
+    the object it parses to, or None with ``error`` saying why (not JSON, or JSON that
+    is not an object). An empty text counts as ``{}``: some servers send none for a
+    call without parameters.
+
+    ``tokens`` are the generated tokens the server sent with this call's deltas (the
+    rule: `pytest_llmlab.models.assemble`); ``mean_prob`` and ``min_prob`` are their
+    probabilities (e^logprob) averaged and at the lowest, None when the backend sent no
+    logprobs for them. The lowest flags the doubtful decision: a wrong name or value
+    hides among near-certain JSON punctuation in the mean.
+    """
+
+    #: The server's id of the call (what a ``tool`` message answers); None if it sent none.
+    id: str | None = None
+    name: str
+    arguments_text: str = ""
+    arguments: dict[str, Any] | None = None
+    error: str | None = None
+    tokens: list[TokenLogprob] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def mean_prob(self) -> float | None:
+        """Mean token probability over the call's tokens; None without logprobs."""
+        if not self.tokens:
+            return None
+        return sum(token.prob for token in self.tokens) / len(self.tokens)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def min_prob(self) -> float | None:
+        """The lowest token probability of the call's tokens; None without logprobs."""
+        return min((token.prob for token in self.tokens), default=None)
+
+    def wire(self) -> dict[str, Any]:
+        """The call as an entry of an assistant message's OpenAI ``tool_calls``, to send
+        the conversation back with the tool's result."""
+        call: dict[str, Any] = {
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments_text or "{}"},
+        }
+        return call if self.id is None else {"id": self.id, **call}
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.arguments_text})"
 
 
 class Usage(BaseModel):
@@ -134,6 +230,9 @@ class Generation(BaseModel):
     text: str
     reasoning: str = ""
     tokens: list[TokenLogprob] = Field(default_factory=list)
+    #: The functions the model called, in the server's order (empty when it answered
+    #: in text, or was offered no tools).
+    tool_calls: list[ToolCall] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     timings: Timings = Field(default_factory=Timings)
     #: The server's reason (``stop``, ``length``...), ``cancelled`` when the caller
@@ -153,9 +252,27 @@ class Generation(BaseModel):
     #: Prompt tokens the ``context`` and ``injections`` added to the system message,
     #: counted by the server's tokenizer; None without them or without a tokenizer.
     injection_tokens: int | None = None
+    #: HTTP attempts the generation took (1 + retries after 429/503/529 or a reset).
+    attempts: int = 1
+    #: What the backend says of the model it ran (quantization, parameter size, context
+    #: length, runtime name and version), where it says anything; else empty.
+    backend: dict[str, Any] = Field(default_factory=dict)
+    #: The turn of a conversation (`pytest_llmlab.llm.Chat`) this generation answered,
+    #: 0 first; None outside one.
+    turn: int | None = None
 
     def __str__(self) -> str:
         return self.text
+
+    def as_message(self) -> Message:
+        """This answer as the assistant message of a conversation: its text, and its
+        tool calls in OpenAI's form (`ToolCall.wire`; the text is then None if empty)."""
+        calls = [call.wire() for call in self.tool_calls]
+        return Message(
+            role="assistant",
+            content=self.text if self.text or not calls else None,
+            tool_calls=calls or None,
+        )
 
     def __repr_args__(self) -> Any:
         # Assertion rewriting prints reprs: keep them to what a failing test needs.
@@ -164,6 +281,8 @@ class Generation(BaseModel):
         yield "text", self.text
         yield "finish_reason", self.finish_reason
         yield "completion_tokens", self.usage.completion_tokens
+        if self.tool_calls:
+            yield "tool_calls", [str(call) for call in self.tool_calls]
 
 
 class Provider(Protocol):

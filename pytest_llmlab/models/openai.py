@@ -12,6 +12,7 @@ with a one-line message naming the model and the endpoint.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -31,6 +32,7 @@ from pytest_llmlab.errors import (
 from pytest_llmlab.models.assemble import chunk_problem
 from pytest_llmlab.models.base import Request
 from pytest_llmlab.models.providers import PROVIDERS
+from pytest_llmlab.models.retry import RETRY_STATUSES, RetryPolicy, retry_after_s
 from pytest_llmlab.models.sse import (
     ServerSentEvent,
     decode,
@@ -204,6 +206,7 @@ class OpenAICompatible:
         deadline_s: float | None = None,
         top_logprobs: int = 5,
         llama_tokenizer: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """``timeout_s`` bounds the connect and each read; ``deadline_s`` a whole
         generation (None: `auto_deadline_s`, 0: no deadline); ``llama_tokenizer``: the
@@ -216,19 +219,26 @@ class OpenAICompatible:
         self.deadline_s = deadline_s
         self.top_logprobs = top_logprobs
         self._llama_tokenizer = llama_tokenizer
+        self.retry = retry or RetryPolicy()
         self._api_key = api_key
         self._api_key_env = api_key_env
         self._require_key = require_key
         self._available: Exception | bool | None = None
-        headers = {"Accept": "text/event-stream"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
+        headers = {"Accept": "text/event-stream", **self.auth_headers(api_key)}
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(timeout_s),
             # A proxy set for the internet must not swallow loopback servers.
             trust_env=not is_loopback(self.base_url),
         )
+
+    #: What `ensure_available` GETs under the base URL: any answer means reachable.
+    probe_path = "/models"
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        """The headers that carry the key: OpenAI's ``Authorization: Bearer``; a
+        provider module with its own scheme overrides this."""
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     @property
     def runs_locally(self) -> bool:
@@ -268,7 +278,7 @@ class OpenAICompatible:
             )
         try:
             # The status line and headers are the answer: the body is not waited for.
-            with self._client.stream("GET", f"{self.base_url}/models"):
+            with self._client.stream("GET", f"{self.base_url}{self.probe_path}"):
                 pass
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
             raise EndpointUnreachable(
@@ -285,10 +295,17 @@ class OpenAICompatible:
     # -- streaming ----------------------------------------------------------------
 
     def request_body(self, request: Request) -> dict[str, Any]:
-        """The JSON body for one streamed chat completion."""
+        """The JSON body for one streamed chat completion.
+
+        Message fields left None are not sent. With ``tools`` on llama.cpp's server,
+        which answers ``logprobs`` on a streamed request with tools with HTTP 400
+        ("logprobs is not supported with tools + stream", ggml-org/llama.cpp#28478),
+        the logprobs are asked for with its own ``n_probs`` instead: it sends the same
+        ``logprobs.content``.
+        """
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [m.model_dump() for m in request.messages],
+            "messages": [m.model_dump(exclude_none=True) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             "temperature": request.temperature,
@@ -300,10 +317,16 @@ class OpenAICompatible:
         if request.stop:
             body["stop"] = request.stop
         if request.logprobs:
-            body["logprobs"] = True
-            body["top_logprobs"] = (
-                request.top_logprobs if request.top_logprobs is not None else self.top_logprobs
-            )
+            top = request.top_logprobs if request.top_logprobs is not None else self.top_logprobs
+            if request.tools and self._llama_tokenizer:
+                body["n_probs"] = max(1, top)
+            else:
+                body["logprobs"] = True
+                body["top_logprobs"] = top
+        if request.tools:
+            body["tools"] = request.tools
+            if request.tool_choice is not None:  # servers refuse a choice without tools
+                body["tool_choice"] = request.tool_choice
         body.update(request.params)
         return body
 
@@ -374,9 +397,12 @@ class ChunkStream:
         *,
         deadline_s: float | None = None,
         source: str = "--llm-deadline",
+        headers: dict[str, str] | None = None,
     ) -> None:
         self._owner = owner
         self._body = body
+        #: Headers of this request besides the client's (a provider's version header).
+        self.headers = headers
         self._deadline_s = deadline_s
         self._deadline_source = source
         self._deadline_at: float | None = None
@@ -385,6 +411,11 @@ class ChunkStream:
         self._choices_seen = False
         self._head = b""  # the body's first bytes, to show what came instead of events
         self._bytes_received = 0
+        #: Attempts made (1 + retries), and why each retry happened.
+        self.attempts = 1
+        self.retried: list[str] = []
+        self._retry_note = ""
+        self._rng = random.Random()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self._iterator is None:
@@ -399,7 +430,7 @@ class ChunkStream:
     def _iterate(self) -> Generator[dict[str, Any], None, None]:
         __tracebackhide__ = hide_own_frames
         owner = self._owner
-        url = f"{owner.base_url}/chat/completions"
+        url = self.url()
         where = owner._describe()
         deadline = self._deadline_s
         if deadline is not None:
@@ -407,49 +438,120 @@ class ChunkStream:
         # No single read outlasts the deadline, so a silent server meets it too.
         read_s = owner.timeout_s if deadline is None else min(owner.timeout_s, deadline)
         timeout = httpx.Timeout(owner.timeout_s, read=read_s)
+        while True:
+            wait = yield from self._attempt(url, timeout, where)
+            if wait is None:
+                return
+            time.sleep(wait)
+            self.attempts += 1
+
+    def _retry_wait(self, reason: str, retry_after: float | None) -> float | None:
+        """The wait before trying again after ``reason``, or None when no retry is
+        left or the wait would pass the deadline (the final error then says why)."""
+        policy = self._owner.retry
+        if self.attempts > policy.retries:
+            if policy.retries:
+                self._retry_note = f" (after {self.attempts} attempts)"
+            return None
+        wait = policy.delay_s(self.attempts, retry_after, self._rng)
+        if self._deadline_at is not None and time.monotonic() + wait >= self._deadline_at:
+            self._retry_note = (
+                f" (not retried: waiting {wait:.3g} s would pass the {self._deadline_s:g} s "
+                f"deadline, {self._deadline_source})"
+            )
+            return None
+        self.retried.append(reason)
+        return wait
+
+    def _attempt(
+        self, url: str, timeout: httpx.Timeout, where: str
+    ) -> Generator[dict[str, Any], None, float | None]:
+        """One HTTP attempt: yields its chunks; returns the wait before the next
+        attempt when this one may be retried (nothing received yet), else None."""
+        __tracebackhide__ = hide_own_frames
+        owner = self._owner
         try:
-            with owner._client.stream("POST", url, json=self._body, timeout=timeout) as response:
-                self._check_answer(response, where)
-                done = False
-                unfinished: list[ServerSentEvent] = []
-                for event in self._events(response, where, unfinished.append):
-                    if event.data.strip() == "[DONE]":
-                        done = True
-                        break
-                    chunk = self._decode(event.data, where)
-                    self.chunks_received += 1
-                    self._choices_seen = self._choices_seen or bool(chunk.get("choices"))
-                    yield chunk
-                # A server that closes right after "data: [DONE]", without the blank
-                # line that would dispatch it, has still finished.
-                done = done or any(e.data.strip() == "[DONE]" for e in unfinished)
-                if not done:
-                    raise StreamError(self._ended_early(where))
-                if not self._choices_seen:
-                    raise StreamError(
-                        f"stream from {where} sent [DONE] after {self.chunks_received} "
-                        "chunks without a single choice: no answer and no finish reason"
+            with owner._client.stream(
+                "POST", url, json=self._body, headers=self.headers, timeout=timeout
+            ) as response:
+                if response.status_code in RETRY_STATUSES:
+                    wait = self._retry_wait(
+                        f"HTTP {response.status_code}", retry_after_s(response.headers)
                     )
+                    if wait is not None:
+                        return wait
+                self._check_answer(response, where)
+                yield from self._read(response, where)
+                return None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise EndpointUnreachable(
                 f"cannot reach {owner.endpoint} for {owner.display}: {connect_reason(exc)}"
             ) from None
         except httpx.TimeoutException:
+            deadline = self._deadline_s
             if deadline is not None and (deadline <= owner.timeout_s or self._past_deadline()):
                 raise self._deadline_error(where) from None
             raise GenerationTimeout(
                 f"no data from {where} within {owner.timeout_s:g} s (--llm-timeout) "
                 f"after {self.chunks_received} chunks"
             ) from None
-        except httpx.RemoteProtocolError as exc:
-            raise StreamError(
-                f"stream from {where} was cut after {self.chunks_received} chunks: "
-                f"{connect_reason(exc)}"
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            if not self._bytes_received:  # reset before the answer began: may retry
+                wait = self._retry_wait(f"connection reset ({type(exc).__name__})", None)
+                if wait is not None:
+                    return wait
+            if isinstance(exc, httpx.RemoteProtocolError) or not self._bytes_received:
+                raise StreamError(
+                    f"stream from {where} was cut after {self.chunks_received} chunks: "
+                    f"{connect_reason(exc)}{self._retry_note}"
+                ) from None
+            raise GenerationError(
+                f"request to {where} failed: {type(exc).__name__}: {exc}"
             ) from None
         except httpx.HTTPError as exc:
             raise GenerationError(
                 f"request to {where} failed: {type(exc).__name__}: {exc}"
             ) from None
+
+    # -- the wire format: what a provider module's stream class overrides ----------
+
+    #: The request path under the base URL.
+    path = "/chat/completions"
+    #: What the body must be, for the message when it is something else.
+    expected_content = "an event stream (does it support stream=true?)"
+
+    def url(self) -> str:
+        return f"{self._owner.base_url}{self.path}"
+
+    def content_ok(self, content_type: str) -> bool:
+        """Whether an answer of ``content_type`` is the stream this format reads."""
+        return is_event_stream(content_type)
+
+    def _read(self, response: httpx.Response, where: str) -> Iterator[dict[str, Any]]:
+        """The answer's chunks (OpenAI format), raising StreamError for a stream that
+        breaks the format's rules. Here: SSE ``chat.completion.chunk`` events up to
+        ``data: [DONE]``."""
+        __tracebackhide__ = hide_own_frames
+        done = False
+        unfinished: list[ServerSentEvent] = []
+        for event in self._events(response, where, unfinished.append):
+            if event.data.strip() == "[DONE]":
+                done = True
+                break
+            chunk = self._decode(event.data, where)
+            self.chunks_received += 1
+            self._choices_seen = self._choices_seen or bool(chunk.get("choices"))
+            yield chunk
+        # A server that closes right after "data: [DONE]", without the blank line that
+        # would dispatch it, has still finished.
+        done = done or any(e.data.strip() == "[DONE]" for e in unfinished)
+        if not done:
+            raise StreamError(self._ended_early(where))
+        if not self._choices_seen:
+            raise StreamError(
+                f"stream from {where} sent [DONE] after {self.chunks_received} "
+                "chunks without a single choice: no answer and no finish reason"
+            )
 
     def _check_answer(self, response: httpx.Response, where: str) -> None:
         """Raise unless the answer is an event stream: an HTTP error status, a
@@ -459,7 +561,8 @@ class ChunkStream:
         status = response.status_code
         if status >= 400:
             raise HTTPStatusError(
-                f"HTTP {status} from {where}: {_server_error_message(response, owner.redactor())}",
+                f"HTTP {status} from {where}: {_server_error_message(response, owner.redactor())}"
+                f"{self._retry_note}",
                 status_code=status,
             )
         if 300 <= status < 400:
@@ -469,11 +572,10 @@ class ChunkStream:
                 status_code=status,
             )
         content_type = response.headers.get("content-type", "")
-        if not is_event_stream(content_type):
+        if not self.content_ok(content_type):
             shown = _shown(content_type, owner.redactor(), 100) if content_type else ""
             raise StreamError(
-                f"{where} answered {shown or 'no content type'} "
-                "instead of an event stream (does it support stream=true?)"
+                f"{where} answered {shown or 'no content type'} instead of {self.expected_content}"
             )
 
     def _location(self, response: httpx.Response) -> str:
@@ -527,16 +629,26 @@ class ChunkStream:
             f"deadline ({self._deadline_source}) after {self.chunks_received} chunks"
         )
 
+    #: How the format's end is missed, what it counts, and what it is made of: the
+    #: words of `_ended_early` (``ended before [DONE] after 3 chunks``).
+    end_rule = "before [DONE]"
+    counted = "chunks"
+    made_of = "event"
+
     def _ended_early(self, where: str) -> str:
-        """The message of a stream that ended before [DONE]: with what it sent
+        """The message of a stream that ended before its end marker: with what it sent
         instead when that was not a single chunk."""
-        message = f"stream from {where} ended before [DONE] after {self.chunks_received} chunks"
+        message = (
+            f"stream from {where} ended {self.end_rule} after {self.chunks_received} {self.counted}"
+        )
         if self.chunks_received:
             return message
         if not self._bytes_received:
             return f"{message}: the body was empty"
         head = _quoted(self._head.decode("utf-8", "replace"), self._owner.redactor())
-        return f"{message}: no event in its {self._bytes_received} bytes, which begin {head}"
+        return (
+            f"{message}: no {self.made_of} in its {self._bytes_received} bytes, which begin {head}"
+        )
 
     def _malformed(self, where: str, problem: str | None, data: str) -> StreamError:
         return StreamError(

@@ -10,13 +10,25 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
+from pytest_llmlab.models.anthropic import AnthropicProvider
 from pytest_llmlab.models.base import Provider
+from pytest_llmlab.models.gemini import GeminiProvider
 from pytest_llmlab.models.local import EmbeddedLlamaCpp, default_threads
+from pytest_llmlab.models.ollama import OllamaProvider
 from pytest_llmlab.models.openai import OpenAICompatible
 from pytest_llmlab.models.providers import PROVIDERS
+from pytest_llmlab.models.retry import CLOUD_RETRIES, RetryPolicy
 from pytest_llmlab.models.spec import ModelSpec
 
 __all__ = ["ProviderPool"]
+
+#: The client class of each wire protocol in `PROVIDERS` (``local`` is built apart).
+_PROTOCOLS: dict[str, type[OpenAICompatible]] = {
+    "openai": OpenAICompatible,
+    "ollama": OllamaProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
+}
 
 
 class ProviderPool:
@@ -34,8 +46,13 @@ class ProviderPool:
         deadline_s: float | None = None,
         threads: int | None = None,
         ctx: int = 4096,
+        retries: int | None = None,
         announce: Callable[[str], None] | None = None,
     ) -> None:
+        """``retries``: per request, after 429/503/529 or a reset before the answer;
+        None: `CLOUD_RETRIES` for providers whose default endpoint needs a key (the
+        clouds), none for the others."""
+        self._retries = retries
         self._base_urls = dict(base_urls)
         self._timeout_s = timeout_s
         self._deadline_s = deadline_s  # None: auto per request; 0: none
@@ -69,16 +86,22 @@ class ProviderPool:
                 announce=self._announce,
             )
         base_url = self._base_urls.get(spec.provider) or str(info.default_base_url)
-        return OpenAICompatible(
+        key_env = next((name for name in info.key_envs if os.environ.get(name)), None)
+        return _PROTOCOLS[info.protocol](
             model=spec.model,
             display=spec.display,
             base_url=base_url,
-            api_key=os.environ.get(info.api_key_env or "") or None,
-            api_key_env=info.api_key_env,
+            api_key=os.environ.get(key_env) if key_env else None,
+            api_key_env=" or ".join(info.key_envs) or None,
             require_key=info.requires_key(base_url),
             timeout_s=self._timeout_s,
             deadline_s=self._deadline_s,
-            llama_tokenizer=info.llama_tokenizer,
+            retry=RetryPolicy(
+                self._retries
+                if self._retries is not None
+                else (CLOUD_RETRIES if info.key_required else 0)
+            ),
+            **({"llama_tokenizer": True} if info.llama_tokenizer else {}),
         )
 
     def close(self) -> None:

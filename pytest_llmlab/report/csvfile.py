@@ -2,7 +2,7 @@
 
 `records_frame` flattens each record (one generation) into one row of `CSV_COLUMNS`:
 the record's own fields, its ``energy`` reading (components, GPU statistics, carbon,
-cost) and its ``confidence`` metrics. A field a record lacks (no energy reading, no
+cost), its ``confidence`` metrics and the number of its ``tool_calls``. A field a record lacks (no energy reading, no
 logprobs, no GPU) is a missing value, an empty cell in the CSV. Columns are typed:
 nullable integers (``Int64``), floats (NaN for missing), nullable booleans
 (``boolean``) and nullable strings (``string``); a column whose values do not fit its
@@ -65,6 +65,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "provider",
     "temperature",
     "run",
+    "turn",
     "outcome",
     "run_passed",
     "prompt_tokens",
@@ -107,6 +108,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "first_token_prob",
     "perplexity",
     "entropy",
+    "tool_calls",
+    "avg_tool_confidence",
+    "min_tool_confidence",
     "cost",
     "gco2e",
     "host",
@@ -122,7 +126,9 @@ _BOOL = "boolean"
 _TEXT = "string"
 
 # Where each column comes from: (source, key, dtype). Sources: "record" (top level),
-# "energy", "cpu"/"dram"/"gpu" (energy components), "gpu_stats", "confidence".
+# "energy", "cpu"/"dram"/"gpu" (energy components), "gpu_stats", "confidence",
+# "tool_calls" (``count``: how many calls the record's list holds; the calls
+# themselves are in results.jsonl).
 _SOURCES: dict[str, tuple[str, str, str]] = {
     "test_id": ("record", "test_id", _TEXT),
     "suite": ("record", "suite", _TEXT),
@@ -136,6 +142,7 @@ _SOURCES: dict[str, tuple[str, str, str]] = {
     "provider": ("record", "provider", _TEXT),
     "temperature": ("record", "temperature", _FLOAT),
     "run": ("record", "run", _INT),
+    "turn": ("record", "turn", _INT),
     "outcome": ("record", "outcome", _TEXT),
     "run_passed": ("record", "run_passed", _BOOL),
     "prompt_tokens": ("record", "prompt_tokens", _INT),
@@ -178,6 +185,9 @@ _SOURCES: dict[str, tuple[str, str, str]] = {
     "first_token_prob": ("confidence", "first_token_prob", _FLOAT),
     "perplexity": ("confidence", "perplexity", _FLOAT),
     "entropy": ("confidence", "entropy", _FLOAT),
+    "tool_calls": ("tool_calls", "count", _INT),
+    "avg_tool_confidence": ("record", "avg_tool_confidence", _FLOAT),
+    "min_tool_confidence": ("record", "min_tool_confidence", _FLOAT),
     "cost": ("energy", "cost", _FLOAT),
     "gco2e": ("energy", "gco2e", _FLOAT),
     "host": ("record", "host", _TEXT),
@@ -249,6 +259,10 @@ def records_frame(records: Sequence[Mapping[str, Any]]) -> pandas.DataFrame:
     for part in ("cpu", "dram", "gpu", "gpu_stats"):
         sources[part] = _dicts(e.get(part) for e in sources["energy"])
     sources["confidence"] = _dicts(r.get("confidence") for r in sources["record"])
+    sources["tool_calls"] = [
+        {"count": len(calls)} if isinstance(calls := r.get("tool_calls"), list) else _EMPTY
+        for r in sources["record"]
+    ]
     columns = {
         name: _typed(list(map(dict.get, sources[source], repeat(key))), dtype)
         for name, (source, key, dtype) in _SOURCES.items()

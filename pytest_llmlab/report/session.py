@@ -66,6 +66,10 @@ class ReportSession:
         self.attributed: Counter[str] = Counter()
         self.written: list[Path] = []
         self.history_lines: list[str] = []
+        self.retry_lines: list[str] = []
+        #: Spent vs ``--llm-cost-budget`` (`terminal.cost_budget_lines`); reached or not.
+        self.cost_lines: list[str] = []
+        self.budget_reached = False
         self.history_failures: list[str] = []
         self.rows: list[ModelRow] = []
         #: The leaderboard when prompt suites ran (points per category), else empty.
@@ -192,6 +196,10 @@ class ReportSession:
         from pytest_llmlab.report.summary import model_summary
 
         self.rows = model_summary(records)
+        from pytest_llmlab.report.terminal import retry_lines
+
+        self.retry_lines = retry_lines(records)
+        self._cost_budget(session, records)
         if any(record.get("max_points") is not None for record in records):
             from pytest_llmlab.report.leaderboard import leaderboard
             from pytest_llmlab.report.prices import load_prices
@@ -199,6 +207,16 @@ class ReportSession:
             self.board = leaderboard(
                 records, prices=load_prices(self.settings.prices), kwh_price=self.settings.kwh_price
             )
+
+    def _cost_budget(self, session: pytest.Session, records: list[dict[str, Any]]) -> None:
+        """Spent vs ``--llm-cost-budget``; a reached budget fails the session."""
+        if self.settings.cost_budget is None:
+            return
+        from pytest_llmlab.report.terminal import cost_budget_lines
+
+        self.cost_lines, self.budget_reached = cost_budget_lines(records, self.settings.cost_budget)
+        if self.budget_reached and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _history(self, session: pytest.Session, records: list[dict[str, Any]]) -> None:
         """Compare with the baseline and save the run (--llm-compare / --llm-save)."""
@@ -249,6 +267,10 @@ class ReportSession:
                 f"llmlab energy: {self.attributed.total()} reading(s) overlapped others on "
                 f"the same host and got their share of the energy ({counts})"
             )
+        for line in self.retry_lines:
+            write(line)
+        for line in self.cost_lines:
+            write(line, red=self.budget_reached)
         for path in self.written:
             write(f"llmlab: wrote {path}")
         from pytest_llmlab.report.terminal import (

@@ -5,6 +5,8 @@
   confidence interval), decode tokens/s, median time to first token, provenance; the
   rows come from `pytest_llmlab.report.summary.model_summary`.
 * `points_table`: the leaderboard of prompt suites' points per category.
+* `cost_budget_lines`: the session's spend on priced generations per model against
+  ``--llm-cost-budget``.
 * `github_markdown` and `append_github_summary`: the same as a Markdown table for
   ``$GITHUB_STEP_SUMMARY`` (appended only when that variable is set).
 * `junit_properties`: a few short ``(name, value)`` strings of a test's records for
@@ -26,16 +28,19 @@ from typing import Any
 
 from pytest_llmlab.energy.reading import PROVENANCE_ORDER
 from pytest_llmlab.report.leaderboard import LeaderboardRow, format_points
+from pytest_llmlab.report.prices import format_usd
 from pytest_llmlab.report.summary import ModelRow, energy_of, finite_values
 from pytest_llmlab.stats import finite_or_none
 
 __all__ = [
     "GITHUB_SUMMARY_ENV",
     "append_github_summary",
+    "cost_budget_lines",
     "github_markdown",
     "junit_properties",
     "markdown_text",
     "points_table",
+    "retry_lines",
     "terminal_table",
 ]
 
@@ -306,3 +311,55 @@ def _weakness(provenance: str) -> int:
         return PROVENANCE_ORDER.index(provenance)
     except ValueError:
         return len(PROVENANCE_ORDER)
+
+
+def retry_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per model whose requests were retried (``--llm-retries``): how many
+    retries, over how many generations."""
+    retries: dict[str, int] = {}
+    generations: dict[str, int] = {}
+    for record in records:
+        attempts = record.get("attempts")
+        if isinstance(attempts, int) and attempts > 1:
+            model = _plain(str(record.get("model")))
+            retries[model] = retries.get(model, 0) + attempts - 1
+            generations[model] = generations.get(model, 0) + 1
+    return [
+        f"llmlab: {model}: {count} retr{'y' if count == 1 else 'ies'} over "
+        f"{generations[model]} generation(s) after 429/503/529 or a reset (--llm-retries)"
+        for model, count in retries.items()
+    ]
+
+
+def cost_budget_lines(
+    records: Sequence[Mapping[str, Any]], budget: float
+) -> tuple[list[str], bool]:
+    """Spent vs ``--llm-cost-budget``: a line for the session, then one per model with
+    priced generations (their ``cost``, judges' included), most spent first; and
+    whether the budget was reached."""
+    spent: dict[str, list[float]] = {}
+    for record in records:
+        cost = finite_or_none(record.get("cost"))
+        if cost is not None:
+            spent.setdefault(_plain(str(record.get("model"))), []).append(cost)
+    totals = {model: math.fsum(costs) for model, costs in spent.items()}
+    total = math.fsum(totals.values())
+    reached = total >= budget
+    if reached:
+        head = (
+            f"llmlab cost budget: {format_usd(budget)} reached, {format_usd(total)} spent on "
+            "priced generations (--llm-cost-budget): tests that needed another skipped"
+        )
+    else:
+        head = (
+            f"llmlab cost budget: {format_usd(total)} of {format_usd(budget)} spent on "
+            "priced generations (--llm-cost-budget)"
+        )
+    lines = [head]
+    for model, amount in sorted(totals.items(), key=lambda item: -item[1]):
+        share = amount / budget * 100.0
+        lines.append(
+            f"  {model}: {format_usd(amount)} of {format_usd(budget)} ({share:.0f}%) in "
+            f"{len(spent[model])} generation(s)"
+        )
+    return lines, reached

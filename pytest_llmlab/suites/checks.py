@@ -81,6 +81,8 @@ CHECKS: dict[str, CheckKind] = {
     "rouge": CheckKind("rouge", "reference"),
     "confidence": CheckKind("confidence", "min_mean"),
     "answer_prob": CheckKind("answer_prob", None),
+    "tool_call": CheckKind("tool_call", "name"),
+    "no_tool_call": CheckKind("no_tool_call", flag=True),
     "ttft": CheckKind("ttft", "max"),
     "decode_tokens_per_s": CheckKind("decode_tokens_per_s", "min"),
     "total_s": CheckKind("total_s", "max"),

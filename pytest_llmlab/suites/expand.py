@@ -525,7 +525,7 @@ def _case(
             plan["system"] = resolve_system(system, folders)
         except ValueError as exc:
             raise spots.key("system").error(f"case {case_id!r}: {exc}") from None
-    for key in ("max_tokens", "seed", "stop", "runs", "pass_rate", "pass_rule"):
+    for key in ("max_tokens", "seed", "stop", "tools", "runs", "pass_rate", "pass_rule"):
         if values.get(key) is not None:
             plan[key] = values[key]
     if values.get("context") is not None:

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pytest_llmlab.models.base import tool_problem
+
 __all__ = [
     "CASE_KEYS",
     "FORMAT_NAMES",
@@ -58,6 +60,17 @@ class FewShotEntry(_Strict):
     seed: int = 0
 
 
+def _tools(value: Any) -> Any:
+    """OpenAI function schemas, each checked (`tool_problem`): a bad one is an error
+    naming it."""
+    if isinstance(value, list):
+        for index, tool in enumerate(value):
+            problem = tool_problem(tool, f"tools[{index}]")
+            if problem is not None:
+                raise ValueError(problem)
+    return value
+
+
 def _tags(value: Any) -> Any:
     if isinstance(value, str):
         return [tag for tag in value.replace(";", ",").replace(" ", ",").split(",") if tag]
@@ -76,6 +89,8 @@ class Defaults(_Strict):
     seed: int | None = None
     stop: str | list[str] | None = None
     params: dict[str, Any] | None = None
+    #: OpenAI function schemas offered to the model (``tool_choice`` goes in ``params``).
+    tools: list[dict[str, Any]] | None = None
     runs: Annotated[int, Field(ge=1)] | None = None
     pass_rate: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     pass_rule: str | None = None
@@ -85,6 +100,7 @@ class Defaults(_Strict):
     checks: list[Any] = []
 
     _split_tags = field_validator("tags", mode="before")(_tags)
+    _check_tools = field_validator("tools", mode="before")(_tools)
 
 
 class CaseEntry(Defaults):
