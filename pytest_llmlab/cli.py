@@ -86,6 +86,8 @@ def _list_endpoint(url: str) -> int:
     try:
         if info is not None and info.protocol == "ollama":
             return _list_ollama(base)
+        if info is not None and info.protocol == "lmstudio":
+            return _list_lmstudio(base)
         models = list_models(base)
     except ValueError as exc:
         print(f"llmlab: cannot list models at {redact_url(base)}: {exc}", file=sys.stderr)
@@ -107,6 +109,17 @@ def _list_ollama(base: str) -> int:
             "loaded" if entry.get("loaded") else "",
         ]
         print(terminal_safe("\t".join([str(entry.get("name")), *facts]).rstrip()))
+    return 0
+
+
+def _list_lmstudio(base: str) -> int:
+    """LM Studio's models with their facts (``/api/v0/models``); only the ids
+    (``/v1/models``) from a server without that REST API."""
+    from pytest_llmlab.models.lmstudio import LISTED, list_lmstudio_models
+
+    for entry in list_lmstudio_models(base):
+        fields = ["" if entry.get(key) is None else str(entry.get(key)) for key in LISTED]
+        print(terminal_safe("\t".join(fields).rstrip()))
     return 0
 
 

@@ -89,12 +89,13 @@ class GenerationStream:
         where: str = "the provider",
         injection_tokens: int | None = None,
         turn: int | None = None,
-        backend: Mapping[str, Any] | None = None,
+        backend: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._where = where
         self._injection_tokens = injection_tokens
         self._turn = turn
-        self._backend = dict(backend or {})
+        #: Read when the generation ends: a provider may learn facts from the answer.
+        self._backend = backend
         self._handle = handle
         self._assembler = assembler
         self._on_finish = on_finish
@@ -170,7 +171,7 @@ class GenerationStream:
             "injection_tokens": self._injection_tokens,
             "attempts": getattr(self._handle, "attempts", 1),
             "turn": self._turn,
-            "backend": self._backend,
+            "backend": self._backend() if self._backend is not None else {},
         }
         if error is not None:
             update["error"] = error
@@ -425,7 +426,7 @@ class LLM:
             where=f"{self.endpoint} for {self.name}",
             injection_tokens=injection_tokens,
             turn=turn,
-            backend=self._backend_facts(),
+            backend=self._backend_facts,
         )
         self._open.append(stream)
         return stream

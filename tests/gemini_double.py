@@ -31,11 +31,10 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
-from loopback import LoopbackHTTPServer
+from loopback import LoopbackHTTPServer, RequestReader
 
 __all__ = [
     "KEY",
@@ -181,23 +180,13 @@ class _State:
     release: threading.Event = field(default_factory=threading.Event)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(RequestReader):
     timeout = 5.0
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
     def _record(self) -> Seen:
-        self.close_connection = True
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        read = self.read_request()
+        seen = Seen(read.method, read.path, read.headers, read.body)
         state = self.server.state
         with state.lock:
             state.seen.append(seen)

@@ -320,31 +320,40 @@ class _State:
     disconnected: threading.Event = field(default_factory=threading.Event)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class RequestReader(BaseHTTPRequestHandler):
+    """A protocol double's handler base: HTTP/1.1, quiet, one request per connection
+    (nothing idles at exit), and `read_request` for what the client sent."""
+
     protocol_version = "HTTP/1.1"
     timeout = _HANDLER_SOCKET_TIMEOUT_S
-    server: _Server
-
-    # -- plumbing -------------------------------------------------------------------
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output clean
 
-    def _record(self) -> RecordedRequest:
-        self.close_connection = True  # one request per connection: nothing idles at exit
+    def read_request(self) -> RecordedRequest:
+        """The request: method, path, lower-cased headers, JSON body (None when the
+        body is empty or not JSON) and the raw bytes."""
+        self.close_connection = True
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        recorded = RecordedRequest(
+        return RecordedRequest(
             method=self.command,
             path=self.path,
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
             raw_body=raw,
         )
+
+
+class _Handler(RequestReader):
+    server: _Server
+
+    def _record(self) -> RecordedRequest:
+        recorded = self.read_request()
         state = self.server.state
         if state.keep_requests:
             with state.lock:

@@ -37,10 +37,9 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal, Self
 
-from loopback import STALL_LIMIT_S, LoopbackHTTPServer, RecordedRequest
+from loopback import STALL_LIMIT_S, LoopbackHTTPServer, RecordedRequest, RequestReader
 
 __all__ = [
     "DOC_FINAL",
@@ -285,25 +284,12 @@ class _State:
         return _full_name(model) in names
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(RequestReader):
     timeout = 5.0
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
     def _record(self) -> RecordedRequest:
-        self.close_connection = True
-        length = int(self.headers.get("Content-Length") or 0)
-        data = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(data) if data else None
-        except ValueError:
-            body = None
-        recorded = RecordedRequest(
-            self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, data
-        )
+        recorded = self.read_request()
         with self.server.state.lock:
             self.server.state.requests.append(recorded)
         return recorded

@@ -263,7 +263,8 @@ def test_list_endpoint_by_provider_name_uses_its_configured_url(
     monkeypatch.setenv("LLMLAB_LMSTUDIO_BASE_URL", server.url)
     code, out, err = run_cli(capsys, "models", "list", "--endpoint", "lmstudio")
     assert (code, out.splitlines(), err) == (0, ["m1", "m2"], "")
-    assert server.paths == ["/v1/models"]
+    # No LM Studio REST API there (404): the ids from /v1/models (tests/test_lmstudio.py).
+    assert server.paths == ["/api/v0/models", "/v1/models"]
 
 
 def test_list_endpoint_by_provider_name_without_override_uses_the_default(

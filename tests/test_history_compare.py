@@ -636,3 +636,13 @@ def test_leaderboard_csv_and_json() -> None:
     assert list(csv.reader(io.StringIO(formula)))[1][0] == "'=HYPERLINK(1)"
     with pytest.raises(ValueError, match="unknown leaderboard format 'xml'; formats: md, csv"):
         format_leaderboard(rows, "xml")
+
+
+def test_model_summary_cost_prefers_the_token_price() -> None:
+    """A priced cloud record costs its tokens (``cost``), a local one its energy."""
+    from pytest_llmlab.report.summary import model_summary
+
+    cloud = record("a", energy={"cost": 0.1, "wh_per_1k": 0.2}, cost=0.5)
+    local = record("b", energy={"cost": 0.2, "wh_per_1k": 0.2}, cost=None)
+    (row,) = model_summary([cloud, local])
+    assert row.cost == pytest.approx(0.7)

@@ -62,7 +62,7 @@ BAD = {
          "defaults, description, suite and case keys (category, checks, context, data, "
          "description, fewshot, format, id, injections, limit, max_tokens, messages, params, "
          "pass_rate, pass_rule, points, prompt, runs, seed, shuffle_seed, stop, structured, system, tags, "
-         "temperature, tools, vars)"),
+         "temperature, tools, turns, vars)"),
         passed=1,
     ),
     "unknown-case-key": Bad(
@@ -177,7 +177,7 @@ BAD = {
           - id: bad
             checks: [{contains: x}]
         """,
-        ("{path}:4:5: case 'bad': needs `prompt:` or `messages:`",),
+        ("{path}:4:5: case 'bad': needs `prompt:`, `messages:` or `turns:`",),
         passed=2,
     ),
     "bad-check-in-defaults": Bad(

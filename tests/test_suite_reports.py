@@ -178,3 +178,42 @@ def test_records_of_a_suite_round_trip_through_json(lab: SuiteLab) -> None:
     assert (record["suite"], record["case_id"], record["points"], record["max_points"]) == (
         "one", "a", 1.0, 1.0,
     )  # fmt: skip
+
+
+def test_scripted_turns_keep_the_history_and_check_each_answer(lab: SuiteLab) -> None:
+    lab.write(
+        "chat.suite.yaml",
+        """
+        cases:
+          - id: remembers
+            system: "Be brief."
+            turns:
+              - say: "My name is Ada."
+                checks: [{icontains: ada, points: 1}]
+              - say: "What is my name?"
+                checks: [{icontains: ada, points: 2}]
+            checks: [{max_words: 3, points: 1}]
+          - id: both
+            prompt: hi
+            turns: [{say: hi}]
+        """,
+    )
+    lab.answer("Hello Ada!", "Your name is Ada.")
+    result = lab.run()
+    result.assert_outcomes(failed=1, errors=1)  # max_words fails on the last answer
+    second = lab.bodies()[1]["messages"]
+    assert [(m["role"], m["content"]) for m in second] == [
+        ("system", "Be brief."),
+        ("user", "My name is Ada."),
+        ("assistant", "Hello Ada!"),
+        ("user", "What is my name?"),
+    ]
+    records = [r for r in lab.records() if r["case_id"] == "remembers"]
+    assert [r["turn"] for r in records] == [0, 1]
+    assert {r["points"] for r in records} == {3.0} and records[0]["max_points"] == 4.0
+    assert [(c["turn"], c["passed"]) for c in records[0]["checks"]] == [
+        (0, True), (1, True), (1, False),
+    ]  # fmt: skip
+    assert any(
+        "give `turns:` or `prompt:`/`messages:`, not both" in line for line in result.outlines
+    )

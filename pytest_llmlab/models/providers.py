@@ -123,8 +123,8 @@ PROVIDERS: dict[str, ProviderInfo] = {
         ),
         ProviderInfo(
             "lmstudio",
-            "LM Studio server, default http://127.0.0.1:1234/v1",
-            protocol="openai",
+            "LM Studio server (its /api/v0 REST API, else /v1), default http://127.0.0.1:1234/v1",
+            protocol="lmstudio",
             default_base_url="http://127.0.0.1:1234/v1",
             api_key_env="LMSTUDIO_API_KEY",
         ),

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pytest_llmlab.models.anthropic import AnthropicProvider
 from pytest_llmlab.models.base import Provider
 from pytest_llmlab.models.gemini import GeminiProvider
+from pytest_llmlab.models.lmstudio import LMStudioProvider
 from pytest_llmlab.models.local import EmbeddedLlamaCpp, default_threads
 from pytest_llmlab.models.ollama import OllamaProvider
 from pytest_llmlab.models.openai import OpenAICompatible
@@ -28,6 +29,7 @@ _PROTOCOLS: dict[str, type[OpenAICompatible]] = {
     "ollama": OllamaProvider,
     "anthropic": AnthropicProvider,
     "gemini": GeminiProvider,
+    "lmstudio": LMStudioProvider,
 }
 
 

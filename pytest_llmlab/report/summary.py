@@ -238,7 +238,8 @@ class ModelRow:
     quartiles, and every `MetricStats` figure in ``wh_per_1k_stats``. ``total_wh``
     sums ``wh`` over the ``wh_n`` readings that have it. ``decode_tokens_per_s`` is a
     median, ``ttft_p50_s`` and ``ttft_p95_s`` percentiles with linear interpolation;
-    ``cost`` and ``gco2e`` are sums over the readings that have them. ``provenance``
+    ``cost`` sums the records' token prices (``cost``) or, for the others, their
+    energy's cost; ``gco2e`` sums over the readings that have it. ``provenance``
     is `provenance_mix`.
     """
 
@@ -293,7 +294,12 @@ def _summarise(
     wh = finite_values(e.get("wh") for e in energies)
     decode = finite_values(r.get("decode_tokens_per_s") for r in records)
     ttft = sorted(finite_values(r.get("ttft_s") for r in records))
-    costs = finite_values(e.get("cost") for e in energies)
+    # A cloud generation's price at its tokens (the record's ``cost``), else what its
+    # energy cost (``energy.cost``): the one figure the leaderboard and budgets use too.
+    costs = finite_values(
+        r.get("cost") if r.get("cost") is not None else e.get("cost")
+        for r, e in zip(records, energies, strict=True)
+    )
     carbon = finite_values(e.get("gco2e") for e in energies)
     return ModelRow(
         model=model,

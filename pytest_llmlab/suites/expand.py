@@ -81,6 +81,10 @@ class SuiteCase:
     tags: tuple[str, ...]
     variables: Mapping[str, Any]
     description: str | None = None
+    #: A scripted conversation's user turns (None: one generation), and the turn whose
+    #: answer each of `checks` holds (the case's own checks: the last).
+    turns: tuple[str, ...] | None = None
+    turn_of: tuple[int, ...] = ()
 
     @property
     def per_check_points(self) -> bool:
@@ -514,8 +518,12 @@ def _case(
 
     prompt = render("prompt", values.get("prompt"))
     messages = render("messages", values.get("messages"))
-    if prompt is None and not messages:
-        raise position.error(f"case {case_id!r}: needs `prompt:` or `messages:`")
+    turns = values.get("turns")
+    if turns and (prompt is not None or messages):
+        raise position.error(f"case {case_id!r}: give `turns:` or `prompt:`/`messages:`, not both")
+    if prompt is None and not messages and not turns:
+        raise position.error(f"case {case_id!r}: needs `prompt:`, `messages:` or `turns:`")
+    said = tuple(render(f"turn {n + 1}", turn["say"]) for n, turn in enumerate(turns or ()))
     plan: dict[str, Any] = {}
     system = render("system", values.get("system"))
     if system is not None:
@@ -536,7 +544,18 @@ def _case(
         plan["temperatures"] = [values["temperature"]]
     plan.update(values.get("params") or {})
     checks: list[CheckCall] = []
+    turn_of: list[int] = []
+    for number, turn in enumerate(turns or ()):
+        for written in turn.get("checks", []):
+            try:
+                checks.append(
+                    parse_check(render(f"turn {number + 1}", written), context.custom_checks)
+                )
+            except ValueError as exc:
+                raise position.error(f"case {case_id!r}: turn {number + 1}: {exc}") from None
+            turn_of.append(number)
     for index, written in enumerate(values.get("checks", [])):
+        turn_of.append(len(said) - 1 if said else 0)
         where = spots.check(index)
         try:
             checks.append(
@@ -560,6 +579,8 @@ def _case(
         plan=plan,
         checks=tuple(checks),
         max_points=max_points,
+        turns=said or None,
+        turn_of=tuple(turn_of),
         category=values.get("category"),
         tags=tuple(dict.fromkeys(values.get("tags", []))),
         variables=dict(variables),

@@ -21,6 +21,7 @@ from pytest_llmlab.cases import ItemPlan, LLMCase, plan_of, set_item_plan
 from pytest_llmlab.errors import LLMLabError
 from pytest_llmlab.expect import expect
 from pytest_llmlab.llm import LLM
+from pytest_llmlab.models.base import Generation
 from pytest_llmlab.models.spec import SpecError
 from pytest_llmlab.results import PendingRecords, Record
 from pytest_llmlab.runner import RECORDS, RESOURCES, open_llm, run_llm_body
@@ -196,14 +197,16 @@ class SuiteItem(pytest.Item):
         assert self._llm is not None
         records = self.stash.setdefault(RECORDS, PendingRecords())
         first = len(records.pending)
-        messages = [dict(m) for m in self.case.messages] if self.case.messages else None
-        generation = self._llm.generate(self.case.prompt, messages=messages)
-        expectation = expect(generation)
+        generations = self._generate()
+        expectations = [expect(generation) for generation in generations]
+        generation = generations[-1]
         case = self.case.as_dict()
         verdicts: list[bool] = []
         entries: list[dict[str, Any]] = []
         extraction: dict[str, Any] | None = None
-        for check in self.case.checks:
+        turn_of = self.case.turn_of or (0,) * len(self.case.checks)
+        for check, turn in zip(self.case.checks, turn_of, strict=True):
+            expectation = expectations[turn]
             if check.name == "structured":
                 score = score_fields(generation.text, check.args)
                 extraction = score.to_dict()
@@ -214,16 +217,28 @@ class SuiteItem(pytest.Item):
                 ok = run_check(expectation, check, case)
             verdicts.append(ok)
             entry: dict[str, Any] = {"check": check.name, "passed": ok, "points": check.points}
+            if self.case.turns:
+                entry["turn"] = turn
             if check.name == "judge" and expectation.judge_result is not None:
                 entry["judge"] = expectation.judge_result.to_dict()
                 expectation.judge_result = None
             entries.append(entry)
-        points = self.case.points(verdicts) if generation.error is None else 0.0
+        failed = any(g.error is not None for g in generations)
+        points = 0.0 if failed else self.case.points(verdicts)
         for record in records.pending[first:]:
             if record["judge_for"] is None:  # the judge's own records score nothing
                 record["points"] = points
                 record["checks"] = entries
                 record["structured"] = extraction
+
+    def _generate(self) -> list[Generation]:
+        """The case's answers: one, or one per turn of a scripted conversation."""
+        assert self._llm is not None
+        if self.case.turns:
+            chat = self._llm.chat()
+            return [chat.say(text) for text in self.case.turns]
+        messages = [dict(m) for m in self.case.messages] if self.case.messages else None
+        return [self._llm.generate(self.case.prompt, messages=messages)]
 
     def teardown(self) -> None:
         if self._llm is not None:

@@ -23,6 +23,7 @@ __all__ = [
     "MessageEntry",
     "StructuredEntry",
     "SuiteHeader",
+    "TurnEntry",
 ]
 
 FORMAT_NAMES = ("gsm8k", "mmlu", "arc", "hellaswag", "truthfulqa")
@@ -52,6 +53,13 @@ class StructuredEntry(_Strict):
     prompt_file: str
     source: str = "source"
     targets: list[str] | None = None
+
+
+class TurnEntry(_Strict):
+    """One user turn of a scripted conversation, and the checks of its answer."""
+
+    say: str
+    checks: list[Any] = []
 
 
 class FewShotEntry(_Strict):
@@ -111,6 +119,9 @@ class CaseEntry(Defaults):
     description: str | None = None
     prompt: str | None = None
     messages: list[MessageEntry] | None = None
+    #: A scripted conversation: each turn's user text and checks (the case's own
+    #: checks hold the last answer to them).
+    turns: list[TurnEntry] | None = None
     vars: dict[str, Any] | list[dict[str, Any]] | None = None
     data: str | None = None
     format: Literal["gsm8k", "mmlu", "arc", "hellaswag", "truthfulqa"] | None = None
