@@ -33,9 +33,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-from loopback import LoopbackHTTPServer, RequestReader
+from loopback import LoopbackHTTPServer, RequestReader, ServedDouble
 
 __all__ = [
     "STREAMS",
@@ -361,13 +361,13 @@ class _Handler(RequestReader):
 _Server = LoopbackHTTPServer["_State"]
 
 
-class AnthropicDouble:
+class AnthropicDouble(ServedDouble["_State"]):
     """The running double; use `serve_anthropic`."""
 
+    url_path = "/v1"
+
     def __init__(self, *, api_key: str | None, version: str = "2023-06-01") -> None:
-        self._state = _State(api_key=api_key, version=version)
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(_State(api_key=api_key, version=version), _Handler)
 
     def play(self, *replies: Reply) -> None:
         """Queue replies for the next POSTs, in order; then `text_stream` answers."""
@@ -382,32 +382,6 @@ class AnthropicDouble:
     @property
     def posts(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST"]
-
-    @property
-    def errors(self) -> list[BaseException]:
-        return list(self._state.errors)
-
-    @property
-    def base_url(self) -> str:
-        assert self._httpd is not None, "not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> Self:
-        self._httpd = _Server(self._state, _Handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="anthropic"
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._state.release.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(_PAUSE_LIMIT_S)
-            assert not self._thread.is_alive(), "anthropic double thread did not stop"
 
 
 @contextmanager

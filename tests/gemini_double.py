@@ -31,10 +31,10 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from loopback import LoopbackHTTPServer, RequestReader
+from loopback import LoopbackHTTPServer, RequestReader, ServedDouble
 
 __all__ = [
     "KEY",
@@ -296,13 +296,13 @@ _DEFAULT = stream(
 _Server = LoopbackHTTPServer["_State"]
 
 
-class GeminiDouble:
+class GeminiDouble(ServedDouble["_State"]):
     """The running double; use `serve_gemini`."""
 
+    url_path = "/v1beta"
+
     def __init__(self) -> None:
-        self._state = _State()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(_State(), _Handler)
 
     def play(self, *replies: Reply) -> None:
         """Queue replies for the next POSTs; afterwards a two-frame "Hello, world"."""
@@ -319,31 +319,6 @@ class GeminiDouble:
         """Paths of requests that carried a ``key=`` query parameter (must stay empty)."""
         with self._state.lock:
             return list(self._state.key_in_query)
-
-    @property
-    def errors(self) -> list[BaseException]:
-        return list(self._state.errors)
-
-    @property
-    def base_url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1beta"
-
-    def start(self) -> Self:
-        self._httpd = _Server(self._state, _Handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._state.release.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(STALL_LIMIT_S)
 
 
 @contextmanager

@@ -33,9 +33,9 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-from loopback import STALL_LIMIT_S, LoopbackHTTPServer, RecordedRequest, RequestReader
+from loopback import LoopbackHTTPServer, RecordedRequest, RequestReader, ServedDouble
 
 __all__ = [
     "DOC_MODELS",
@@ -244,13 +244,13 @@ class _Handler(RequestReader):
 _Server = LoopbackHTTPServer["_State"]
 
 
-class LMStudioDouble:
+class LMStudioDouble(ServedDouble["_State"]):
     """The running double; use `serve_lmstudio`."""
 
+    url_path = "/v1"
+
     def __init__(self) -> None:
-        self._state = _State()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(_State(), _Handler)
 
     def play(self, *scripts: LMStudioScript) -> None:
         """Queue answers for the next chats, in order; then `text_stream()` answers."""
@@ -272,32 +272,6 @@ class LMStudioDouble:
     def paths(self) -> list[str]:
         """``METHOD /path`` of every request, in order."""
         return [f"{r.method} {r.path}" for r in self.requests]
-
-    @property
-    def errors(self) -> list[BaseException]:
-        return list(self._state.errors)
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI-compatible base URL (``.../v1``), as the provider table has it."""
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> Self:
-        self._httpd = _Server(self._state, _Handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="lmstudio-double"
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(STALL_LIMIT_S)
-            assert not self._thread.is_alive(), "lmstudio double thread did not stop"
 
 
 @contextmanager

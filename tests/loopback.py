@@ -674,13 +674,64 @@ class LoopbackHTTPServer(socketserver.ThreadingMixIn, HTTPServer, Generic[StateT
 _Server = LoopbackHTTPServer["_State"]
 
 
-class LoopbackServer:
+class ServedDouble(Generic[StateT]):
+    """A protocol double's server thread: `start` it (or use ``with``); `stop` releases
+    stalled answers (a ``release`` event on the state, if any) and joins the thread."""
+
+    #: What follows the port in `base_url` (``/v1``).
+    url_path = ""
+
+    def __init__(self, state: StateT, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._state = state
+        self._handler = handler
+        self._httpd: LoopbackHTTPServer[StateT] | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """What the double's own handlers raised (the test asserts there is none)."""
+        return list(self._state.errors)
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}{self.url_path}"
+
+    def start(self) -> Self:
+        self._httpd = LoopbackHTTPServer(self._state, self._handler)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=type(self).__name__,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        release = getattr(self._state, "release", None)
+        if isinstance(release, threading.Event):
+            release.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(STALL_LIMIT_S)
+            assert not self._thread.is_alive(), f"{type(self).__name__} thread did not stop"
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LoopbackServer(ServedDouble["_State"]):
     """The running double. Use `serve_loopback` (or ``with LoopbackServer() as s``)."""
 
+    url_path = "/v1"
+
     def __init__(self, *, keep_requests: bool = True) -> None:
-        self._state = _State(keep_requests=keep_requests)
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(_State(keep_requests=keep_requests), _Handler)
 
     # -- scripting ------------------------------------------------------------------
 
@@ -733,46 +784,9 @@ class LoopbackServer:
         return self._state.disconnected
 
     @property
-    def errors(self) -> list[BaseException]:
-        """Unexpected exceptions inside handlers (a broken double, not a client fault)."""
-        return list(self._state.errors)
-
-    @property
     def port(self) -> int:
         assert self._httpd is not None, "server not started"
         return int(self._httpd.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def start(self) -> Self:
-        self._httpd = _Server(self._state, _Handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"loopback-{self.port}",
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Release every stall, stop accepting, and join all threads."""
-        self._state.release.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()  # joins handler threads (block_on_close)
-        if self._thread is not None:
-            self._thread.join(STALL_LIMIT_S)
-            assert not self._thread.is_alive(), "loopback server thread did not stop"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @contextmanager

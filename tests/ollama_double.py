@@ -37,9 +37,9 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-from loopback import STALL_LIMIT_S, LoopbackHTTPServer, RecordedRequest, RequestReader
+from loopback import STALL_LIMIT_S, LoopbackHTTPServer, RecordedRequest, RequestReader, ServedDouble
 
 __all__ = [
     "DOC_FINAL",
@@ -420,13 +420,13 @@ class _Handler(RequestReader):
 _Server = LoopbackHTTPServer["_State"]
 
 
-class OllamaDouble:
+class OllamaDouble(ServedDouble["_State"]):
     """The running double; use `serve_ollama`."""
 
+    url_path = ""  # Ollama's root URL: no /v1
+
     def __init__(self) -> None:
-        self._state = _State()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(_State(), _Handler)
 
     def play(self, *scripts: OllamaScript) -> None:
         """Queue answers for the next chats, in order; then `text_stream()` answers."""
@@ -447,33 +447,6 @@ class OllamaDouble:
     @property
     def chats(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == "/api/chat"]
-
-    @property
-    def errors(self) -> list[BaseException]:
-        return list(self._state.errors)
-
-    @property
-    def base_url(self) -> str:
-        """Ollama's root URL (no ``/v1``)."""
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> Self:
-        self._httpd = _Server(self._state, _Handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="ollama-double"
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._state.release.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(STALL_LIMIT_S)
-            assert not self._thread.is_alive(), "ollama double thread did not stop"
 
 
 @contextmanager
