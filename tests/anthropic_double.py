@@ -17,7 +17,7 @@ gets 401 ``authentication_error``, one without ``anthropic-version`` 400
 ``invalid_request_error``. It records every request (path, lower-cased headers, JSON
 body) and plays scripted `Reply` objects in order::
 
-    with serve_anthropic(api_key="sk-ant-test") as server:
+    with serve_anthropic(api_key="fake-anthropic-test-key") as server:
         server.play(text_stream(["Hi", "!"]), http_error(529, "overloaded_error", "Overloaded"))
 
 `fixture` plays one of the example streams of Anthropic's own Python client, copied
@@ -27,7 +27,6 @@ into ``tests/anthropic_streams/`` (see its SOURCE.md), byte for byte.
 from __future__ import annotations
 
 import json
-import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from loopback import LoopbackHTTPServer, RequestReader, ServedDouble
+from loopback import DoubleState, LoopbackHTTPServer, RequestReader, ServedDouble
 
 __all__ = [
     "STREAMS",
@@ -239,15 +238,12 @@ class Recorded:
     body: Any = None
 
 
-@dataclass
-class _State:
+@dataclass(kw_only=True)
+class _State(DoubleState):
     api_key: str | None
     version: str
     replies: deque[Reply] = field(default_factory=deque)
     requests: list[Recorded] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    release: threading.Event = field(default_factory=threading.Event)
 
 
 class _Handler(RequestReader):
@@ -385,7 +381,9 @@ class AnthropicDouble(ServedDouble["_State"]):
 
 
 @contextmanager
-def serve_anthropic(api_key: str | None = "sk-ant-loopback-key") -> Iterator[AnthropicDouble]:
+def serve_anthropic(
+    api_key: str | None = "fake-anthropic-loopback-key",
+) -> Iterator[AnthropicDouble]:
     """Run the double for a ``with`` block; it fails the test if a handler broke."""
     double = AnthropicDouble(api_key=api_key)
     with double:

@@ -26,7 +26,6 @@ chunked body cut mid-chunk), `end` (frames, then a clean end without a finishRea
 from __future__ import annotations
 
 import json
-import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from loopback import LoopbackHTTPServer, RequestReader, ServedDouble
+from loopback import DoubleState, LoopbackHTTPServer, RequestReader, ServedDouble
 
 __all__ = [
     "KEY",
@@ -53,7 +52,7 @@ __all__ = [
 ]
 
 #: The key the double accepts, and the model its answers name.
-KEY = "AIzaSyLoopbackKey0123456789abcdefghijk"
+KEY = "fake-gemini-loopback-key-not-a-secret"
 MODEL = "gemini-2.5-flash"
 STALL_LIMIT_S = 10.0
 
@@ -170,14 +169,11 @@ class Seen:
     body: Any = None
 
 
-@dataclass
-class _State:
+@dataclass(kw_only=True)
+class _State(DoubleState):
     replies: deque[Reply] = field(default_factory=deque)
     seen: list[Seen] = field(default_factory=list)
     key_in_query: list[str] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    release: threading.Event = field(default_factory=threading.Event)
 
 
 class _Handler(RequestReader):

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from loopback import LoopbackHTTPServer, RecordedRequest, RequestReader, ServedDouble
+from loopback import DoubleState, LoopbackHTTPServer, RecordedRequest, RequestReader, ServedDouble
 
 __all__ = [
     "DOC_MODELS",
@@ -130,14 +129,12 @@ def end_without_done(*tokens: str) -> LMStudioScript:
     return LMStudioScript(kind="end_without_done", tokens=tokens or ("I",))
 
 
-@dataclass
-class _State:
+@dataclass(kw_only=True)
+class _State(DoubleState):
     scripts: deque[LMStudioScript] = field(default_factory=deque)
     models: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DOC_MODELS))
     native: bool = True
     requests: list[RecordedRequest] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Handler(RequestReader):

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Generic, Literal, Protocol, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 __all__ = [
     "STALL_LIMIT_S",
@@ -305,8 +305,18 @@ class RecordedRequest:
     raw_body: bytes = b""
 
 
-@dataclass
-class _State:
+@dataclass(kw_only=True)
+class DoubleState:
+    """What every protocol double's state holds: its handlers' unexpected exceptions,
+    the lock over the rest, and the event that releases stalled answers at stop."""
+
+    errors: list[BaseException] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(kw_only=True)
+class _State(DoubleState):
     scripts: deque[Script] = field(default_factory=deque)
     default: Script = field(default_factory=stream)
     models_route: bool = True
@@ -314,9 +324,6 @@ class _State:
     requests: list[RecordedRequest] = field(default_factory=list)
     #: False: keep no request (a long soak must not measure the double's own growth).
     keep_requests: bool = True
-    errors: list[BaseException] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    release: threading.Event = field(default_factory=threading.Event)
     disconnected: threading.Event = field(default_factory=threading.Event)
 
 
@@ -637,11 +644,7 @@ class _Handler(RequestReader):
                     return
 
 
-class _HasErrors(Protocol):
-    errors: list[BaseException]
-
-
-StateT = TypeVar("StateT", bound=_HasErrors)
+StateT = TypeVar("StateT", bound=DoubleState)
 
 
 class LoopbackHTTPServer(socketserver.ThreadingMixIn, HTTPServer, Generic[StateT]):
@@ -676,7 +679,7 @@ _Server = LoopbackHTTPServer["_State"]
 
 class ServedDouble(Generic[StateT]):
     """A protocol double's server thread: `start` it (or use ``with``); `stop` releases
-    stalled answers (a ``release`` event on the state, if any) and joins the thread."""
+    stalled answers (the state's ``release``) and joins the thread."""
 
     #: What follows the port in `base_url` (``/v1``).
     url_path = ""
@@ -708,9 +711,7 @@ class ServedDouble(Generic[StateT]):
         return self
 
     def stop(self) -> None:
-        release = getattr(self._state, "release", None)
-        if isinstance(release, threading.Event):
-            release.set()
+        self._state.release.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

@@ -32,14 +32,20 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from loopback import STALL_LIMIT_S, LoopbackHTTPServer, RecordedRequest, RequestReader, ServedDouble
+from loopback import (
+    STALL_LIMIT_S,
+    DoubleState,
+    LoopbackHTTPServer,
+    RecordedRequest,
+    RequestReader,
+    ServedDouble,
+)
 
 __all__ = [
     "DOC_FINAL",
@@ -267,17 +273,14 @@ def _full_name(model: str) -> str:
     return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
 
 
-@dataclass
-class _State:
+@dataclass(kw_only=True)
+class _State(DoubleState):
     scripts: deque[OllamaScript] = field(default_factory=deque)
     tags: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DOC_TAGS))
     ps: dict[str, Any] | None = field(default_factory=lambda: copy.deepcopy(DOC_PS))
     show: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DOC_SHOW))
     version: str = "0.12.11"
     requests: list[RecordedRequest] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    release: threading.Event = field(default_factory=threading.Event)
 
     def has(self, model: str) -> bool:
         names = {_full_name(str(m.get("name"))) for m in self.tags.get("models", [])}

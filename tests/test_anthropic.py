@@ -58,7 +58,7 @@ from pytest_llmlab.models.base import Message, Request
 from pytest_llmlab.models.retry import RetryPolicy
 from pytest_llmlab.models.spec import ModelSpec
 
-KEY = "sk-ant-loopback-key-0123456789"
+KEY = "fake-anthropic-loopback-key-0123"
 DISPLAY = f"anthropic:{MODEL}"
 
 
@@ -383,7 +383,7 @@ def test_401_names_model_and_endpoint_and_masks_an_echoed_key(double: AnthropicD
 
 def test_a_wrong_key_is_refused_by_the_double_like_the_api(double: AnthropicDouble) -> None:
     with pytest.raises(HTTPStatusError, match=r"HTTP 401 .*invalid x-api-key$"):
-        model(double, key="sk-ant-wrong-key-999").generate("hi")
+        model(double, key="fake-anthropic-wrong-key").generate("hi")
 
 
 def test_404_for_an_unknown_model(double: AnthropicDouble) -> None:

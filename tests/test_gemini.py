@@ -419,8 +419,8 @@ def test_http_errors_are_one_line_naming_model_and_endpoint(
 
 def test_a_wrong_key_is_refused_and_masked(double: GeminiDouble) -> None:
     with pytest.raises(HTTPStatusError, match="API key not valid"):
-        generate(double, api_key="AIzaWrongKey")
-    assert double.posts[0].headers["x-goog-api-key"] == "AIzaWrongKey"
+        generate(double, api_key="fake-gemini-wrong-key")
+    assert double.posts[0].headers["x-goog-api-key"] == "fake-gemini-wrong-key"
 
 
 def test_the_key_never_travels_in_the_url(double: GeminiDouble) -> None:

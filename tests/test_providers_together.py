@@ -40,7 +40,7 @@ def test_one_suite_on_four_providers_gives_one_leaderboard(
         gemini.play(gemini_stream(gemini_response("Lyon", finish="STOP")))
         monkeypatch.setenv("LLMLAB_OLLAMA_BASE_URL", ollama.base_url)
         monkeypatch.setenv("LLMLAB_ANTHROPIC_BASE_URL", anthropic.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback-key")
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-anthropic-loopback-key")
         monkeypatch.setenv("LLMLAB_GEMINI_BASE_URL", gemini.base_url)
         monkeypatch.setenv("GEMINI_API_KEY", GEMINI_KEY)
         pytester.path.joinpath("capital.suite.yaml").write_text(SUITE, encoding="utf-8")

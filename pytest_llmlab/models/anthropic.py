@@ -52,7 +52,6 @@ from pytest_llmlab.errors import StreamError, hide_own_frames
 from pytest_llmlab.extract import json_kind
 from pytest_llmlab.models.base import Message, Request
 from pytest_llmlab.models.openai import ChunkStream, OpenAICompatible, _quoted, _shown
-from pytest_llmlab.models.retry import RetryPolicy
 from pytest_llmlab.models.sse import ServerSentEvent
 
 __all__ = [
@@ -499,27 +498,14 @@ class AnthropicProvider(OpenAICompatible):
         model: str,
         display: str,
         base_url: str = ANTHROPIC_BASE_URL,
-        api_key: str | None = None,
-        api_key_env: str | None = "ANTHROPIC_API_KEY",
-        require_key: bool = False,
-        timeout_s: float = 120.0,
-        deadline_s: float | None = None,
-        retry: RetryPolicy | None = None,
         version: str = ANTHROPIC_VERSION,
+        **kwargs: Any,
     ) -> None:
-        """As `OpenAICompatible`; ``version``: the ``anthropic-version`` header."""
+        """As `OpenAICompatible` (the key's variable named ``ANTHROPIC_API_KEY`` unless
+        given); ``version``: the ``anthropic-version`` header."""
         self.version = version
-        super().__init__(
-            model=model,
-            display=display,
-            base_url=base_url,
-            api_key=api_key,
-            api_key_env=api_key_env,
-            require_key=require_key,
-            timeout_s=timeout_s,
-            deadline_s=deadline_s,
-            retry=retry,
-        )
+        kwargs.setdefault("api_key_env", "ANTHROPIC_API_KEY")
+        super().__init__(model=model, display=display, base_url=base_url, **kwargs)
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": self.version}

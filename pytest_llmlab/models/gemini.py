@@ -62,7 +62,6 @@ from pytest_llmlab.extract import json_kind
 from pytest_llmlab.models.base import Message, Request
 from pytest_llmlab.models.openai import ChunkStream, OpenAICompatible, _quoted, _shown
 from pytest_llmlab.models.providers import PROVIDERS
-from pytest_llmlab.models.retry import RetryPolicy
 from pytest_llmlab.models.sse import ServerSentEvent
 
 __all__ = [
@@ -452,33 +451,13 @@ class GeminiProvider(OpenAICompatible):
     """Streams generations from one Gemini model through the Gemini API."""
 
     def __init__(
-        self,
-        *,
-        model: str,
-        display: str,
-        base_url: str = DEFAULT_BASE_URL,
-        api_key: str | None = None,
-        api_key_env: str | None = " or ".join(API_KEY_ENVS),
-        require_key: bool = True,
-        timeout_s: float = 120.0,
-        deadline_s: float | None = None,
-        top_logprobs: int = 5,
-        retry: RetryPolicy | None = None,
+        self, *, model: str, display: str, base_url: str = DEFAULT_BASE_URL, **kwargs: Any
     ) -> None:
-        """Arguments as `OpenAICompatible`'s; ``api_key_env`` is what the missing-key
-        message tells the user to set."""
-        super().__init__(
-            model=model,
-            display=display,
-            base_url=base_url,
-            api_key=api_key,
-            api_key_env=api_key_env,
-            require_key=require_key,
-            timeout_s=timeout_s,
-            deadline_s=deadline_s,
-            top_logprobs=top_logprobs,
-            retry=retry,
-        )
+        """As `OpenAICompatible`, but a key is required unless said otherwise, and the
+        missing-key message names both variables (`API_KEY_ENVS`) unless given."""
+        kwargs.setdefault("api_key_env", " or ".join(API_KEY_ENVS))
+        kwargs.setdefault("require_key", True)
+        super().__init__(model=model, display=display, base_url=base_url, **kwargs)
 
     #: ``GET {base}/models`` lists the models: any answer means reachable.
     probe_path = "/models"
