@@ -13,6 +13,8 @@ from pytest_llmlab.energy.meters import EnergyMeter, MeterSelectionError, OpenWi
 from pytest_llmlab.energy.reading import EnergyReading
 from pytest_llmlab.energy.timeline import NoSamples
 from pytest_llmlab.errors import (
+    CassetteError,
+    CassetteMiss,
     EndpointUnreachable,
     FormatError,
     GenerationError,
@@ -50,6 +52,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LLM",
+    "CassetteError",
+    "CassetteMiss",
     "Chat",
     "CounterSample",
     "EndpointUnreachable",

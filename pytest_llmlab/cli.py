@@ -18,6 +18,9 @@ llmlab calibrate --model SPEC [--runs 30] [--prompt TEXT] [--name NAME]
 llmlab calibrate list | show NAME | delete NAME
                                       the calibrations (.llmlab/calibrations/NAME.toml)
 llmlab prompts list [--dir DIR]       the system-prompt presets suites can name
+llmlab rescore [REPORT_DIR] [--out DIR] [-- PYTEST_ARGS]
+                                      re-run a run's tests on its stored generations
+                                      (after editing checks), generating nothing
 
 A run (every RESULTS argument) is a results.jsonl file, ``history:NAME`` or a bare saved
 run's name (``latest``: the newest) from ``--history PATH`` (default ``$LLMLAB_HISTORY``
@@ -32,8 +35,9 @@ import argparse
 import importlib
 import os
 import re
+import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -661,6 +665,75 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def rescore_command(
+    records: Sequence[Mapping[str, Any]], store: Path, out: Path, extra: Sequence[str] = ()
+) -> list[str]:
+    """The pytest command that re-runs the tests of ``records`` with every generation
+    taken from ``store`` (``--llm-rescore``): their node ids, under the models and
+    temperatures they ran with, reporting into ``out``."""
+    tests: dict[str, None] = {}
+    models: dict[str, None] = {}
+    temperatures: dict[str, None] = {}
+    for record in records:
+        tests.setdefault(str(record["test_id"]))
+        if record.get("judge_for") is not None:
+            continue  # a judge's model is the check's, not a parameter
+        alias, spec = record.get("alias"), str(record.get("spec"))
+        models.setdefault(f"{alias}={spec}" if alias else spec)
+        temperatures.setdefault(f"{float(record.get('temperature') or 0):g}")
+    command = [sys.executable, "-m", "pytest", *tests, f"--llm-rescore={store}"]
+    command.append(f"--llm-report-dir={out}")
+    if models:
+        command += [
+            f"--llm-models={','.join(models)}",
+            f"--llm-temperatures={','.join(temperatures)}",
+        ]
+    return [*command, *extra]
+
+
+def _rescore(args: argparse.Namespace) -> int:
+    folder = Path(args.report_dir)
+    results, store = folder / "results.jsonl", folder / "generations.jsonl"
+    for path, what in ((results, "no results.jsonl"), (store, "no generations.jsonl")):
+        if not path.is_file():
+            raise _UsageError(f"{folder}: {what} (run the tests first; generations.jsonl is "
+                              "written by pytest-llmlab 0.1 and later)")  # fmt: skip
+    records = _records(str(results), args)
+    if not records:
+        raise _UsageError(f"{results}: no records to rescore")
+    extra = list(args.pytest_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    command = rescore_command(records, store, Path(args.out or folder), extra)
+    print(f"llmlab rescore: {len({r['test_id'] for r in records})} test(s) from {results}, "
+          f"every generation from {store}", file=sys.stderr)  # fmt: skip
+    return subprocess.run(command, check=False).returncode
+
+
+def _rescore_commands(commands: Any) -> None:
+    rescore = commands.add_parser(
+        "rescore",
+        help="re-run a run's tests and checks on its stored generations, generating nothing",
+    )
+    rescore.add_argument(
+        "report_dir", nargs="?", default="reports", metavar="REPORT_DIR",
+        help="the run's report folder: its results.jsonl and generations.jsonl (default reports)",
+    )  # fmt: skip
+    rescore.add_argument(
+        "--out", metavar="DIR",
+        help="report folder of the new results (default REPORT_DIR: the rescored run "
+        "moves into previous/, as any earlier run)",
+    )  # fmt: skip
+    rescore.add_argument(
+        "--history", default=None, help=argparse.SUPPRESS
+    )  # `_records` reads it for history: sources
+    rescore.add_argument(
+        "pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST_ARGS",
+        help="more pytest arguments, after --",
+    )  # fmt: skip
+    rescore.set_defaults(func=_rescore)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="llmlab", description="pytest-llmlab tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -681,6 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     _report_commands(commands)
     _calibrate_commands(commands)
     _prompts_commands(commands)
+    _rescore_commands(commands)
     return parser
 
 

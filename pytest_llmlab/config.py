@@ -26,11 +26,13 @@ from pytest_llmlab.models.providers import PROVIDERS
 from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec_list
 from pytest_llmlab.option_values import (
     Price,
+    RecordMode,
     RegressionCheck,
     parse_compare_fail,
     parse_meter_choice,
     parse_pass_rule,
     parse_prices_option,
+    parse_record_mode,
     split_list,
 )
 
@@ -451,6 +453,42 @@ OPTIONS: tuple[Option, ...] = (
         None,
     ),
     Option(
+        "record",
+        "cassettes: off (live, the default), new (replay what is recorded, record the "
+        "rest), all (record everything again), none (replay only: a request without a "
+        "recording fails its test)",
+        parse_record_mode,
+        "off",
+    ),
+    Option(
+        "cassette_dir",
+        "folder of cassettes, beside each test or suite file when relative (default cassettes)",
+        str,
+        "cassettes",
+    ),
+    Option(
+        "replay_speed",
+        "pace of a replay: 0 plays at once (the default), 1 at the recorded pace (TTFT "
+        "and tokens/s as recorded), 2 twice as fast",
+        non_negative,
+        "0",
+    ),
+    Option(
+        "resume",
+        "reuse the generations the previous run in --llm-report-dir completed (same "
+        "request, same model) and generate only the rest",
+        _parse_bool,
+        "false",
+        flag=True,
+    ),
+    Option(
+        "rescore",
+        "take every generation from this generations.jsonl (what `llmlab rescore` "
+        "passes): a request it lacks fails, nothing is generated",
+        _optional(str),
+        None,
+    ),
+    Option(
         "suite",
         "run this file as a prompt suite whatever its name (.yaml, .jsonl, .csv); "
         "repeatable; without test paths, only the suites run",
@@ -535,6 +573,14 @@ class Settings(BaseModel):
     compare: str | None
     compare_fail: list[RegressionCheck] | None
     prices: dict[str, Price] | None
+    #: Cassettes: ``--llm-record`` mode, folder, and replay pace (0: at once).
+    record: RecordMode
+    cassette_dir: str
+    replay_speed: float
+    #: Reuse the previous run's generations (``--llm-resume``), or take all of them
+    #: from a generations file (``--llm-rescore``).
+    resume: bool
+    rescore: str | None
     #: Files run as prompt suites whatever their name (``--llm-suite``).
     suite: list[str] | None
     system_prompts: str

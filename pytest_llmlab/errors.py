@@ -26,6 +26,10 @@ The tree (a test walks the package and fails on any exception class outside it):
     ├── NoSamples                    (also LookupError) a timeline has no samples in a span
     ├── HistoryError                 the history file is unusable or lacks that run
     ├── ReportFolderError            the report folder is not writable, or in use
+    ├── CassetteError                a cassette (or a run's generations file) does not
+    │   │                            read: file:line and what is wrong
+    │   └── CassetteMiss             --llm-record=none (or a rescore) found no recording
+    │                                of a request: the test, its key, the nearest entry
     └── SuiteError                   (also ValueError) a prompt suite or one of its cases
         │                            cannot be collected (file:line:column, the case)
         ├── TemplateError            a jinja2 template does not parse, or uses an
@@ -45,6 +49,8 @@ and are not in the tree.
 from __future__ import annotations
 
 __all__ = [
+    "CassetteError",
+    "CassetteMiss",
     "EndpointUnreachable",
     "FormatError",
     "GenerationError",
@@ -89,6 +95,15 @@ class HistoryError(LLMLabError):
 class ReportFolderError(LLMLabError):
     """The report folder cannot be used: not writable, not a folder, or held by
     another session."""
+
+
+class CassetteError(LLMLabError):
+    """A cassette line that is not an entry; the message starts with ``file:line``."""
+
+
+class CassetteMiss(CassetteError):
+    """A request that must be replayed has no recording: the message names the test,
+    the request's key, and the nearest recorded request with what differs."""
 
 
 class SuiteError(LLMLabError, ValueError):

@@ -7,9 +7,10 @@ generation to a recorder, which is how results reach ``results.jsonl``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pytest_llmlab.energy.base import TokenSegment
 from pytest_llmlab.energy.meters import MeterSet, OpenWindow
@@ -25,7 +26,12 @@ from pytest_llmlab.models.base import (
     StreamHandle,
     tool_problem,
 )
+from pytest_llmlab.models.openai import ChunkStream
+from pytest_llmlab.models.replay import Tape
 from pytest_llmlab.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from pytest_llmlab.cassettes import ItemTape, Plan
 
 __all__ = ["LLM", "Chat", "GenerationStream"]
 
@@ -90,8 +96,11 @@ class GenerationStream:
         injection_tokens: int | None = None,
         turn: int | None = None,
         backend: Callable[[], dict[str, Any]] | None = None,
+        finish: Callable[[Generation], Generation] | None = None,
     ) -> None:
         self._where = where
+        #: Makes the assembled Generation final (a playback's recorded timings, energy).
+        self._final = finish
         self._injection_tokens = injection_tokens
         self._turn = turn
         #: Read when the generation ends: a provider may learn facts from the answer.
@@ -176,6 +185,8 @@ class GenerationStream:
         if error is not None:
             update["error"] = error
         generation = generation.model_copy(update=update)
+        if self._final is not None and error is None and finish_reason is None:
+            generation = self._final(generation)
         self._generation = generation
         self._on_finish(generation)
 
@@ -296,9 +307,16 @@ class LLM:
         recorder: Recorder | None = None,
         meters: MeterSet | None = None,
         before_generation: Callable[[], None] | None = None,
+        tape: ItemTape | None = None,
+        before_live: Callable[[], None] | None = None,
     ) -> None:
+        """``tape`` plays back or records each request (cassettes, ``--llm-resume``);
+        ``before_live`` runs before a generation that is not played back (the model's
+        availability check, deferred while a cassette might answer)."""
         self.model_spec = model_spec
         self._before_generation = before_generation
+        self._tape = tape
+        self._before_live = before_live
         self.temperature = temperature
         self.provider = provider
         self.defaults = dict(defaults or {})
@@ -405,21 +423,42 @@ class LLM:
         """`stream`, for turn ``turn`` of a `Chat` (None: not in a chat)."""
         __tracebackhide__ = hide_own_frames
         request = self.build_request(prompt, **kwargs)
-        if self._before_generation is not None:
-            self._before_generation()
-        injection_tokens = self._injection_tokens(request, kwargs)
+        plan = self._tape.plan(self.model_spec, request) if self._tape is not None else None
         assembler = GenerationAssembler(
             request=request,
             model=self.name,
             spec=self.spec,
             provider=self.model_spec.provider,
         )
+        if plan is not None and plan.stored is not None:
+            assert self._tape is not None
+            played, final = self._tape.playback(
+                self.model_spec, request, plan, assembler.started_ns
+            )
+            stream = GenerationStream(
+                played,
+                assembler,
+                functools.partial(self._finished, plan, None),
+                where=f"{plan.stored.shown} for {self.name}",
+                turn=turn,
+                finish=final,
+            )
+            self._open.append(stream)
+            return stream
+        if self._before_generation is not None:
+            self._before_generation()
+        if self._before_live is not None:
+            self._before_live()
+        injection_tokens = self._injection_tokens(request, kwargs)
         window, note = self._open_window()
         handle = self.provider.stream_chunks(request)
+        tape: Tape | None = None
+        if plan is not None and plan.record_to is not None and isinstance(handle, ChunkStream):
+            tape = handle.tape = Tape(assembler.started_ns)
         stream = GenerationStream(
             handle,
             assembler,
-            self._finished,
+            functools.partial(self._finished, plan, tape),
             window,
             note,
             self._cloud_estimator(),
@@ -557,9 +596,20 @@ class LLM:
         """Every generation made through this fixture so far, with statistics."""
         return Samples(self.generations)
 
-    def _finished(self, generation: Generation) -> None:
+    def _finished(self, plan: Plan | None, tape: Tape | None, generation: Generation) -> None:
         self._open = [s for s in self._open if not s.finished]
         self.generations.append(generation)
+        if self._tape is not None and plan is not None:
+            live = plan.stored is None
+            redactor = getattr(self.provider, "redactor", None) if live else None
+            self._tape.finished(
+                plan,
+                generation,
+                tape,
+                spec=self.model_spec,
+                redactor=redactor() if callable(redactor) else None,
+                variant=getattr(self.provider, "variant", None) if tape is not None else None,
+            )
         if self._recorder is not None:
             self._recorder(generation)
 

@@ -10,23 +10,39 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from pytest_llmlab.stats import finite_or_none
 
 __all__ = [
     "COMPARE_METRICS",
     "METER_CHOICES",
+    "RECORD_MODES",
     "Price",
+    "RecordMode",
     "RegressionCheck",
     "metric_unit",
     "parse_compare_fail",
     "parse_meter_choice",
     "parse_pass_rule",
     "parse_prices_option",
+    "parse_record_mode",
     "price_number",
     "split_list",
 ]
+
+#: ``--llm-record``: live; record what has no cassette yet; record all again; replay only.
+RecordMode = Literal["off", "new", "all", "none"]
+RECORD_MODES: tuple[RecordMode, ...] = ("off", "new", "all", "none")
+
+
+def parse_record_mode(raw: str) -> RecordMode:
+    """One of `RECORD_MODES`, any case."""
+    for mode in RECORD_MODES:
+        if raw.strip().lower() == mode:
+            return mode
+    raise ValueError(f"{raw!r} is not one of {', '.join(RECORD_MODES)}")
+
 
 #: What ``--llm-meter`` accepts (a comma list of the hardware ones and ``estimate``).
 METER_CHOICES = ("auto", "rapl", "nvml", "estimate", "none")

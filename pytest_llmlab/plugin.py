@@ -66,7 +66,12 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_llmlab.report.session import ReportSession
 
         session = ReportSession.start(config, settings)
-        resources.run_id = session.run_id if session is not None else None
+        if session is None:
+            resources.bind_run(None, None, None)
+        else:
+            resources.bind_run(
+                session.run_id, session.folder.path, session.reuse and session.reuse[0]
+            )
 
 
 def _add_forced_suites(config: pytest.Config, suites: list[str]) -> None:
@@ -115,7 +120,22 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"temperatures {temperatures} ({settings.sources['temperatures']}); "
         f"reports {report_dir(settings, config.invocation_params.dir)}"
     )
-    return [line]
+    lines = [line]
+    if settings.record != "off":
+        lines.append(
+            f"llmlab: cassettes --llm-record={settings.record} in {settings.cassette_dir}/ "
+            f"(replay speed {settings.replay_speed:g})"
+        )
+    session = config.pluginmanager.get_plugin("llmlab-report-session")
+    if settings.resume and settings.rescore is None:
+        reuse = getattr(session, "reuse", None)
+        found = (
+            f"{reuse[1]} generation(s) of earlier runs to reuse" if reuse else "nothing to reuse"
+        )
+        lines.append(f"llmlab: --llm-resume: {found}")
+    if settings.rescore is not None:
+        lines.append(f"llmlab: rescoring: every generation from {settings.rescore}")
+    return lines
 
 
 # -- collection -----------------------------------------------------------------------

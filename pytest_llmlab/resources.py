@@ -30,7 +30,11 @@ from pytest_llmlab.models.registry import ProviderPool
 from pytest_llmlab.results import Spool
 
 if TYPE_CHECKING:
+    from pytest_llmlab.cassettes import Cassettes, ItemTape, RunGenerations
     from pytest_llmlab.spend import CostBudget
+
+#: The item's `ItemTape`: its judge's requests share the sample counts of its own.
+_ITEM_TAPE = pytest.StashKey["ItemTape"]()
 
 __all__ = ["CalibrationWarning", "SessionResources", "announcer"]
 
@@ -112,6 +116,17 @@ class SessionResources:
         self._baseline_done = False
         self._calibrated: CalibratedMeter | None = None
         self._calibration_read = False
+        self._run_generations: RunGenerations | None = None
+        self._cassettes: Cassettes | None = None
+        if settings.record != "off":
+            from pytest_llmlab.cassettes import Cassettes
+
+            self._cassettes = Cassettes(
+                mode=settings.record,
+                folder=settings.cassette_dir,
+                speed=settings.replay_speed,
+                rootdir=config.rootpath,
+            )
 
     @classmethod
     def for_worker(cls, settings: Settings, config: pytest.Config) -> SessionResources:
@@ -122,10 +137,15 @@ class SessionResources:
         run_id = workerinput.get("llmlab_run_id")
         folder = workerinput.get("llmlab_report_dir")
         if not run_id or not folder:  # a controller without a report session
-            return cls(settings, config)
+            resources = cls(settings, config)
+            resources.bind_run(None, None, None)
+            return resources
         worker = str(workerinput.get("workerid", "gw"))
         spool = Spool(spool_path(Path(folder), run_id, worker))
-        return cls(settings, config, run_id=run_id, spool=spool, report_folder=Path(folder))
+        resources = cls(settings, config, run_id=run_id, spool=spool, report_folder=Path(folder))
+        reuse = workerinput.get("llmlab_reuse")
+        resources.bind_run(run_id, Path(folder), Path(reuse) if reuse else None)
+        return resources
 
     @property
     def cost_budget(self) -> CostBudget:
@@ -236,7 +256,53 @@ class SessionResources:
             f"({', '.join(meters.names)})"
         )
 
+    # -- cassettes and this run's generations ------------------------------------------
+
+    def bind_run(self, run_id: str | None, folder: Path | None, reuse: Path | None) -> None:
+        """This process's part of a run: its generations log in the run's spool (for a
+        later ``--llm-resume`` or rescore), and what it reuses (``reuse``: the merged
+        generations of earlier runs under ``--llm-resume``; ``--llm-rescore``'s file)."""
+        from pytest_llmlab.cassettes import CassetteFile, RunGenerations
+        from pytest_llmlab.report.folder import generations_log_path
+
+        self.run_id = run_id
+        rescore = self.settings.rescore
+        if reuse is None and rescore is not None:  # no report session: read it in place
+            reuse = self._config.invocation_params.dir / Path(rescore).expanduser()
+        source: CassetteFile | None = None
+        if reuse is not None:
+            shown = rescore if rescore is not None else "the previous run (--llm-resume)"
+            source = CassetteFile(reuse, shown)
+        log = generations_log_path(folder, run_id, self.worker) if folder and run_id else None
+        if log is None and source is None:
+            self._run_generations = None
+            return
+        self._run_generations = RunGenerations(log=log, reuse=source, strict=rescore is not None)
+
+    def item_tape(self, item: pytest.Item) -> ItemTape | None:
+        """The cassette side of ``item`` (one per item: it counts the samples of each
+        request), or None when nothing is recorded, replayed or logged."""
+        if self._cassettes is None and self._run_generations is None:
+            return None
+        from pytest_llmlab.cassettes import ItemTape
+
+        tape = item.stash.get(_ITEM_TAPE, None)
+        if tape is None:
+            tape = ItemTape(
+                test_id=item.nodeid,
+                test_file=item.path,
+                cassettes=self._cassettes,
+                run=self._run_generations,
+                replayer=self.pool.replayer,
+            )
+            item.stash[_ITEM_TAPE] = tape
+        return tape
+
     def close(self) -> None:
+        if self._cassettes is not None:
+            self._cassettes.close()
+        if self._run_generations is not None:
+            self._run_generations.close()
         if self.spool is not None:
             self.spool.close()
         self.pool.close()

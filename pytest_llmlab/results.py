@@ -135,6 +135,12 @@ class Record(TypedDict):
     price_date: str | None
     #: The energy reading (`EnergyReading` as JSON, with its windows), or None.
     energy: dict[str, Any] | None
+    #: Whether the generation was played back (a cassette, ``--llm-resume``,
+    #: ``llmlab rescore``) rather than generated on this run, and the file it came
+    #: from; its timings and energy are the recorded ones (energy provenance
+    #: ``replayed``), its ``fingerprint`` and ``cpu_model`` the recording machine's.
+    replayed: bool
+    cassette: str | None
     #: The xdist worker id (``gw0``...) or ``main``.
     worker: str
     host: str
@@ -177,6 +183,7 @@ def record_from_generation(
 ) -> Record:
     """The record of one generation; ``outcome`` is filled in when the test reports."""
     timings = generation.timings
+    recorded = generation.hardware or {}  # a replay's: the machine that recorded it
     calls, avg_tool, min_tool = _tool_calls(generation)
     tokens_per_s = (
         generation.usage.completion_tokens / timings.total_s if timings.total_s > 0 else None
@@ -224,6 +231,8 @@ def record_from_generation(
         "energy": (
             generation.energy.model_dump(mode="json") if generation.energy is not None else None
         ),
+        "replayed": generation.replayed,
+        "cassette": generation.cassette,
         "worker": worker,
         "host": socket.gethostname(),
         "finished_at": time.time(),
@@ -236,8 +245,8 @@ def record_from_generation(
         "tool_calls": calls,
         "avg_tool_confidence": avg_tool,
         "min_tool_confidence": min_tool,
-        "fingerprint": hardware_fingerprint(),
-        "cpu_model": str(hardware()["cpu"]),
+        "fingerprint": recorded.get("fingerprint") or hardware_fingerprint(),
+        "cpu_model": recorded.get("cpu_model") or str(hardware()["cpu"]),
         "failure": None,
     }
     assert tuple(record) == RECORD_FIELDS
@@ -388,9 +397,12 @@ class JsonlWriter:
     first record, so a session that generates nothing leaves no file behind.
     """
 
-    def __init__(self, path: Path, *, mode: str = "w") -> None:
+    def __init__(self, path: Path, *, mode: str = "w", fsync: bool = True) -> None:
+        """``fsync=False``: flushed only, which a killed process does not lose (only
+        a machine that goes down may)."""
         self.path = path
         self.mode = mode
+        self._fsync = fsync
         self.count = 0
         self._handle: IO[str] | None = None
         self._lock = threading.Lock()
@@ -403,7 +415,8 @@ class JsonlWriter:
                 self._handle = self.path.open(self.mode, encoding="utf-8")
             self._handle.write(line + "\n")
             self._handle.flush()
-            os.fsync(self._handle.fileno())
+            if self._fsync:
+                os.fsync(self._handle.fileno())
             self.count += 1
 
     def rewrite(self, records: Iterable[Mapping[str, Any]]) -> None:
@@ -596,6 +609,8 @@ def _stub_record(start: Mapping[str, Any]) -> Record:
         "cost_source": None,
         "price_date": None,
         "energy": None,
+        "replayed": False,
+        "cassette": None,
         "worker": str(start.get("worker")),
         "host": socket.gethostname(),
         "finished_at": time.time(),

@@ -21,7 +21,7 @@ from pytest_llmlab.cases import LLMCase, item_plan
 from pytest_llmlab.errors import ModelUnavailable
 from pytest_llmlab.judge import JudgeRequest, JudgeRunner, judging, response_format
 from pytest_llmlab.llm import LLM
-from pytest_llmlab.models.base import Generation
+from pytest_llmlab.models.base import Generation, Provider
 from pytest_llmlab.models.spec import parse_spec
 from pytest_llmlab.repeat import repeat_failure, run_test_body
 from pytest_llmlab.resources import SessionResources
@@ -50,20 +50,17 @@ def open_llm(
     """
     resources = item.config.stash[RESOURCES]
     budget = resources.cost_budget
-    budget.check(case.model)
     provider = resources.pool.get(case.model)
-    unavailable: str | None = None
-    try:
-        provider.ensure_available()
-    except ModelUnavailable as exc:
-        unavailable = str(exc)
-    if unavailable is not None:  # outside the except: no chained traceback in the report
-        if resources.settings.skip_unavailable:
-            pytest.skip(f"model unavailable: {unavailable}")
-        pytest.fail(unavailable, pytrace=False)
+    tape = resources.item_tape(item)
+    live: Callable[[], None] = functools.partial(_prepare_live, resources, provider, case)
+    if tape is None or not tape.may_play:
+        budget.check(case.model)
+        live()
+    else:
+        # A cassette or an earlier run may answer every request: the model is checked
+        # (and the cost budget) before the first generation that is not played back.
+        live = _once(live)
     meters = resources.meters()
-    if provider.runs_locally:
-        resources.measure_baseline_once()
     records = item.stash.setdefault(RECORDS, PendingRecords())
     worker = resources.worker
     spool, run_id = resources.spool, resources.run_id
@@ -85,7 +82,7 @@ def open_llm(
         entry["run"] = bound.run_index
         if record_fields is not None:
             record_fields(entry)
-        budget.charge(entry)
+        budget.charge(entry)  # a replay is priced, never charged
         records.add(entry)
         if spool is not None:
             spool.finished(entry)
@@ -98,8 +95,39 @@ def open_llm(
         recorder=record,
         meters=meters,
         before_generation=functools.partial(budget.check, case.model),
+        tape=tape,
+        before_live=live if tape is not None and tape.may_play else None,
     )
     return bound
+
+
+def _prepare_live(resources: SessionResources, provider: Provider, case: LLMCase) -> None:
+    """Check that the model can be used (skip or fail the test in one line when not),
+    and measure the idle baseline once a local model is up."""
+    unavailable: str | None = None
+    try:
+        provider.ensure_available()
+    except ModelUnavailable as exc:
+        unavailable = str(exc)
+    if unavailable is not None:  # outside the except: no chained traceback in the report
+        if resources.settings.skip_unavailable:
+            pytest.skip(f"model unavailable: {unavailable}")
+        pytest.fail(unavailable, pytrace=False)
+    if provider.runs_locally:
+        resources.measure_baseline_once()
+
+
+def _once(function: Callable[[], None]) -> Callable[[], None]:
+    """``function``, run on the first call only (once it returned normally)."""
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            function()
+            done = True
+
+    return run
 
 
 def run_llm_body(
@@ -140,7 +168,9 @@ def _judge_runner(item: pytest.Item) -> JudgeRunner:
     def run(request: JudgeRequest) -> list[Generation]:
         spec = parse_spec(request.model)
         provider = resources.pool.get(spec)
-        provider.ensure_available()
+        tape = resources.item_tape(item)
+        if tape is None or not tape.may_play:
+            provider.ensure_available()
         records = item.stash.setdefault(RECORDS, PendingRecords())
         spool, worker, run_id = resources.spool, resources.worker, resources.run_id
 
@@ -161,6 +191,8 @@ def _judge_runner(item: pytest.Item) -> JudgeRunner:
             recorder=record,
             meters=resources.meters(),
             before_generation=functools.partial(resources.cost_budget.check, spec),
+            tape=tape,
+            before_live=provider.ensure_available if tape is not None and tape.may_play else None,
         )
         try:
             return [

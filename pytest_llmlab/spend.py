@@ -98,8 +98,8 @@ class CostBudget:
         """Price a new record and, under a budget, add its cost to the ledger."""
         price_record(record, self.prices)
         cost = finite_or_none(record["cost"])
-        if self.budget is None or cost is None or cost <= 0:
-            return
+        if self.budget is None or cost is None or cost <= 0 or record.get("replayed"):
+            return  # a replay cost nothing this run
         model = record["model"]
         if self.ledger is None:
             self._memory[model] = self._memory.get(model, 0.0) + cost

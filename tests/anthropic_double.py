@@ -34,7 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from loopback import DoubleState, LoopbackHTTPServer, RequestReader, ServedDouble
+from loopback import (
+    DoubleState,
+    LoopbackHTTPServer,
+    RequestReader,
+    ServedDouble,
+    echo_key,
+    received_key,
+)
 
 __all__ = [
     "STREAMS",
@@ -80,6 +87,10 @@ class Reply:
     #: server that echoes the key, as some do in 401s).
     message: str = ""
     retry_after: str | None = None
+    #: For "events": ``{key}``, ``{key_base64}`` and ``{key_url}`` in the events become
+    #: the ``x-api-key`` the request carried (`loopback.echo_key`), and the answer has
+    #: an ``X-Echoed-Key`` header.
+    echo_key: bool = False
 
 
 # -- events as the streaming document shows them -------------------------------------
@@ -151,9 +162,17 @@ def text_events(
     return events + _end(stop_reason, output_tokens)
 
 
-def events_reply(events: list[Event], *, pauses: dict[int, float] | None = None) -> Reply:
-    """A 200 event stream of ``events``, waiting ``pauses[i]`` s before event ``i``."""
-    return Reply(kind="events", events=tuple(events), pauses=tuple((pauses or {}).items()))
+def events_reply(
+    events: list[Event], *, pauses: dict[int, float] | None = None, echo_key: bool = False
+) -> Reply:
+    """A 200 event stream of ``events``, waiting ``pauses[i]`` s before event ``i``
+    (``echo_key``: see `Reply`)."""
+    return Reply(
+        kind="events",
+        events=tuple(events),
+        pauses=tuple((pauses or {}).items()),
+        echo_key=echo_key,
+    )
 
 
 def text_stream(texts: list[str] | tuple[str, ...] = ("Hello", " there", "!"), **kw: Any) -> Reply:
@@ -328,6 +347,8 @@ class _Handler(RequestReader):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("request-id", "req_loopback")
+        if reply.echo_key:
+            self.send_header("X-Echoed-Key", received_key(self.headers))
         self.send_header("Connection", "close")
         self.end_headers()
         if reply.kind == "raw":
@@ -337,7 +358,10 @@ class _Handler(RequestReader):
             for position, (name, data) in enumerate(reply.events):
                 if position in pauses:
                     self.server.state.release.wait(min(pauses[position], _PAUSE_LIMIT_S))
-                self._chunk(_event_bytes(name, data))
+                event = _event_bytes(name, data)
+                if reply.echo_key:
+                    event = echo_key(event.decode(), received_key(self.headers)).encode()
+                self._chunk(event)
         if reply.kind == "cut_mid_event":
             whole = _event_bytes(
                 "content_block_delta",

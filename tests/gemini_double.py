@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from loopback import DoubleState, LoopbackHTTPServer, RequestReader, ServedDouble
+from loopback import DoubleState, LoopbackHTTPServer, RequestReader, ServedDouble, echo_key
 
 __all__ = [
     "KEY",
@@ -120,6 +120,9 @@ class Reply:
     status: int = 200
     message: str = ""
     retry_after: str | None = None
+    #: For "http_error": append the key it received to the message. For the streams:
+    #: ``{key}``, ``{key_base64}`` and ``{key_url}`` in the frames become that key
+    #: (`loopback.echo_key`), and the answer has an ``X-Echoed-Key`` header.
     echo_key: bool = False
     #: The SSE line ending ("\r\n" or "\n").
     newline: str = "\r\n"
@@ -129,10 +132,16 @@ class Reply:
 
 
 def stream(
-    *frames: dict[str, Any] | str, newline: str = "\r\n", final_blank_line: bool = True
+    *frames: dict[str, Any] | str,
+    newline: str = "\r\n",
+    final_blank_line: bool = True,
+    echo_key: bool = False,
 ) -> Reply:
-    """The frames as ``data:`` events (a str is sent as the data verbatim), then the end."""
-    return Reply("stream", frames, newline=newline, final_blank_line=final_blank_line)
+    """The frames as ``data:`` events (a str is sent as the data verbatim), then the end
+    (``echo_key``: see `Reply`)."""
+    return Reply(
+        "stream", frames, newline=newline, final_blank_line=final_blank_line, echo_key=echo_key
+    )
 
 
 def http_error(
@@ -171,6 +180,7 @@ class Seen:
 
 @dataclass(kw_only=True)
 class _State(DoubleState):
+    api_key: str = KEY
     replies: deque[Reply] = field(default_factory=deque)
     seen: list[Seen] = field(default_factory=list)
     key_in_query: list[str] = field(default_factory=list)
@@ -211,7 +221,7 @@ class _Handler(RequestReader):
         if "key" in parse_qs(urlsplit(seen.path).query):
             self._error(400, "the double refuses a key= query parameter: use x-goog-api-key")
             return True
-        if seen.headers.get("x-goog-api-key") != KEY:
+        if seen.headers.get("x-goog-api-key") != self.server.state.api_key:
             self._error(400, "API key not valid. Please pass a valid API key.")
             return True
         return False
@@ -260,11 +270,16 @@ class _Handler(RequestReader):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
+        key = seen.headers.get("x-goog-api-key", "")
+        if reply.echo_key:
+            self.send_header("X-Echoed-Key", key)
         self.send_header("Connection", "close")
         self.end_headers()
         nl = reply.newline
         for position, frame in enumerate(reply.frames, 1):
             data = frame if isinstance(frame, str) else json.dumps(frame, ensure_ascii=False)
+            if reply.echo_key:
+                data = echo_key(data, key)
             last = position == len(reply.frames) and not reply.final_blank_line
             self._chunk(f"data: {data}{nl}{'' if last else nl}".encode())
         if reply.kind == "cut":
@@ -297,13 +312,20 @@ class GeminiDouble(ServedDouble["_State"]):
 
     url_path = "/v1beta"
 
-    def __init__(self) -> None:
-        super().__init__(_State(), _Handler)
+    def __init__(self, *, api_key: str = KEY) -> None:
+        """``api_key``: the one key the double accepts."""
+        super().__init__(_State(api_key=api_key), _Handler)
 
     def play(self, *replies: Reply) -> None:
         """Queue replies for the next POSTs; afterwards a two-frame "Hello, world"."""
         with self._state.lock:
             self._state.replies.extend(replies)
+
+    @property
+    def requests(self) -> list[Seen]:
+        """Every request the double received, in order."""
+        with self._state.lock:
+            return list(self._state.seen)
 
     @property
     def posts(self) -> list[Seen]:
@@ -318,10 +340,10 @@ class GeminiDouble(ServedDouble["_State"]):
 
 
 @contextmanager
-def serve_gemini() -> Iterator[GeminiDouble]:
-    """Run the double for a ``with`` block; fail if the double itself broke, or if a
-    request carried the key in its URL."""
-    double = GeminiDouble().start()
+def serve_gemini(api_key: str = KEY) -> Iterator[GeminiDouble]:
+    """Run the double (accepting ``api_key``) for a ``with`` block; fail if the double
+    itself broke, or if a request carried the key in its URL."""
+    double = GeminiDouble(api_key=api_key).start()
     try:
         yield double
     finally:

@@ -34,7 +34,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from loopback import DoubleState, LoopbackHTTPServer, RecordedRequest, RequestReader, ServedDouble
+from loopback import (
+    DoubleState,
+    LoopbackHTTPServer,
+    RecordedRequest,
+    RequestReader,
+    ServedDouble,
+    echo_key,
+    received_key,
+)
 
 __all__ = [
     "DOC_MODELS",
@@ -108,15 +116,23 @@ class LMStudioScript:
     extras: bool = True
     status: int = 200
     message: str = ""
+    #: For the streams: ``{key}``, ``{key_base64}`` and ``{key_url}`` in the events
+    #: become the Bearer token the request carried (`loopback.echo_key`), and the
+    #: answer has an ``X-Echoed-Key`` header.
+    echo_key: bool = False
 
 
 def text_stream(
-    tokens: list[str] | tuple[str, ...] = ("The", " sky", " is", " blue"), *, extras: bool = True
+    tokens: list[str] | tuple[str, ...] = ("The", " sky", " is", " blue"),
+    *,
+    extras: bool = True,
+    echo_key: bool = False,
 ) -> LMStudioScript:
     """One chunk per token, then the final chunk (``finish_reason: stop``, `DOC_USAGE`;
     natively also the documented objects unless ``extras`` is False, as LM Studio 0.3.x
-    streams were reported to send them, lmstudio-bug-tracker#676), then ``[DONE]``."""
-    return LMStudioScript(tokens=tuple(tokens), extras=extras)
+    streams were reported to send them, lmstudio-bug-tracker#676), then ``[DONE]``
+    (``echo_key``: see `LMStudioScript`)."""
+    return LMStudioScript(tokens=tuple(tokens), extras=extras, echo_key=echo_key)
 
 
 def http_error(status: int, message: str) -> LMStudioScript:
@@ -160,8 +176,10 @@ class _Handler(RequestReader):
     def _not_found(self) -> None:
         self._json(404, {"error": f"Unexpected endpoint or method. ({self.command} {self.path})"})
 
-    def _event(self, value: dict[str, Any] | str) -> None:
+    def _event(self, value: dict[str, Any] | str, *, echo: bool = False) -> None:
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if echo:
+            text = echo_key(text, received_key(self.headers))
         data = f"data: {text}\n\n".encode()
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
@@ -208,16 +226,19 @@ class _Handler(RequestReader):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
+        if script.echo_key:
+            self.send_header("X-Echoed-Key", received_key(self.headers))
         self.send_header("Connection", "close")
         self.end_headers()
         model = str(body.get("model", MODEL))
+        echo = script.echo_key
         base = {"id": "chatcmpl-i3gkjwthhw96whukek9tz", "object": "chat.completion.chunk",
                 "created": 1731990317, "model": model, "system_fingerprint": model}  # fmt: skip
         for token in script.tokens:
             delta = {"role": "assistant", "content": token}
             self._event({**base, "choices": [
                 {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
-            ]})  # fmt: skip
+            ]}, echo=echo)  # fmt: skip
         if script.kind == "end_without_done":
             self.wfile.write(b"0\r\n\r\n")
             return
@@ -230,7 +251,7 @@ class _Handler(RequestReader):
             if script.extras:
                 final.update(stats=dict(DOC_STATS), model_info=dict(DOC_MODEL_INFO),
                              runtime=copy.deepcopy(DOC_RUNTIME))  # fmt: skip
-        self._event(final)
+        self._event(final, echo=echo)
         if usage and not native:
             self._event({**base, "choices": [], "usage": dict(DOC_USAGE)})
         self._event("[DONE]")

@@ -26,6 +26,7 @@ test that started it.
 
 from __future__ import annotations
 
+import base64
 import json
 import select
 import socket
@@ -37,8 +38,10 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Generic, Literal, Self, TypeVar
+from urllib.parse import quote
 
 __all__ = [
     "STALL_LIMIT_S",
@@ -48,6 +51,7 @@ __all__ = [
     "close_without_done",
     "closed_port",
     "cut_mid_chunk",
+    "echo_key",
     "end_without_done",
     "error_event",
     "expected_logprob",
@@ -57,6 +61,7 @@ __all__ = [
     "keep_alive",
     "malformed",
     "raw",
+    "received_key",
     "redirect",
     "serve_loopback",
     "stall",
@@ -126,6 +131,35 @@ class Script:
     #: For "keep_alive": seconds between comments, and how many at most.
     interval_s: float = 0.0
     count: int = 0
+    #: For "stream": seconds before the first token chunk and before each later one
+    #: (a server's prefill and decode time, for timing tests).
+    first_token_delay_s: float = 0.0
+    token_delay_s: float = 0.0
+    #: For "stream": echo the API key the request carried (`echo_key`): ``{key}``,
+    #: ``{key_base64}`` and ``{key_url}`` in the events become it, and the answer has
+    #: an ``X-Echoed-Key`` header (a server that leaks the credential it was sent).
+    echo_key: bool = False
+
+
+def received_key(headers: Message) -> str:
+    """The credential a request carried: its ``Authorization`` token (``Bearer``'s key,
+    or ``Basic``'s base64 of ``user:password``), else its ``x-api-key`` (Anthropic) or
+    ``x-goog-api-key`` (Gemini) header; "" without one."""
+    scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() in ("bearer", "basic") and token.strip():
+        return token.strip()
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or ""
+
+
+def echo_key(text: str, key: str) -> str:
+    """``text`` with ``{key}`` replaced by ``key``, ``{key_base64}`` by its base64 and
+    ``{key_url}`` by it URL-encoded (every character but letters, digits and ``_.-~``
+    escaped): what a double that echoes its credential sends."""
+    return (
+        text.replace("{key_base64}", base64.b64encode(key.encode()).decode("ascii"))
+        .replace("{key_url}", quote(key, safe=""))
+        .replace("{key}", key)
+    )
 
 
 def stream(tokens: list[str] | tuple[str, ...] = ("Hello", ",", " world"), **kw: Any) -> Script:
@@ -358,6 +392,8 @@ class RequestReader(BaseHTTPRequestHandler):
 
 class _Handler(RequestReader):
     server: _Server
+    #: Sent as ``X-Echoed-Key`` by `_head` once set (an `echo_key` stream).
+    _echoed_key: str | None = None
 
     def _record(self) -> RecordedRequest:
         recorded = self.read_request()
@@ -380,6 +416,8 @@ class _Handler(RequestReader):
         self.send_header("Content-Type", content_type)
         if retry_after is not None:
             self.send_header("Retry-After", retry_after)
+        if self._echoed_key is not None:
+            self.send_header("X-Echoed-Key", self._echoed_key)
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         elif length is not None:
@@ -481,6 +519,8 @@ class _Handler(RequestReader):
     def _event(self, script: Script, payload: dict[str, Any] | str, *, chunked: bool) -> None:
         nl = script.newline
         data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+        if script.echo_key:
+            data = echo_key(data, received_key(self.headers))
         text = ""
         if script.comments:
             text += f": keep-alive{nl}{nl}"
@@ -505,7 +545,9 @@ class _Handler(RequestReader):
             chunk["usage"]["prompt_tokens_details"] = {"cached_tokens": script.cached_tokens}
         return chunk
 
-    def _sse_head(self, *, chunked: bool = True) -> None:
+    def _sse_head(self, *, chunked: bool = True, echo: bool = False) -> None:
+        if echo:
+            self._echoed_key = received_key(self.headers)
         self._head(200, "text/event-stream; charset=utf-8", chunked=chunked)
 
     def _end_chunked(self) -> None:
@@ -516,11 +558,14 @@ class _Handler(RequestReader):
         state = self.server.state
         kind = script.kind
         if kind == "stream":
-            self._sse_head()
+            self._sse_head(echo=script.echo_key)
             self._event(
                 script, self._chunk(body, {"role": "assistant", "content": ""}), chunked=True
             )
-            for chunk in self._token_chunks(script, body):
+            for index, chunk in enumerate(self._token_chunks(script, body)):
+                delay = script.first_token_delay_s if index == 0 else script.token_delay_s
+                if delay:
+                    time.sleep(min(delay, STALL_LIMIT_S))
                 self._event(script, chunk, chunked=True)
             self._event(
                 script, self._chunk(body, {}, finish_reason=script.finish_reason), chunked=True

@@ -45,6 +45,8 @@ from loopback import (
     RecordedRequest,
     RequestReader,
     ServedDouble,
+    echo_key,
+    received_key,
 )
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "DOC_SHOW",
     "DOC_TAGS",
     "DOC_TOOL_LINE",
+    "WEATHER",
     "OllamaDouble",
     "OllamaScript",
     "cut_mid_line",
@@ -175,6 +178,21 @@ Kind = Literal[
 ]  # fmt: skip
 
 
+#: The tool of Ollama's API documentation (its chat request with tools).
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the weather in a given city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
 @dataclass(frozen=True)
 class OllamaScript:
     """One scripted answer to one ``POST /api/chat``. Build with the helpers."""
@@ -190,6 +208,10 @@ class OllamaScript:
     retry_after: str | None = None
     body: bytes = b""
     content_type: str = "application/x-ndjson"
+    #: For "text_stream" and "lines": ``{key}``, ``{key_base64}`` and ``{key_url}`` in
+    #: the lines become the API key the request carried (`loopback.echo_key`), and the
+    #: answer has an ``X-Echoed-Key`` header.
+    echo_key: bool = False
 
 
 def line(
@@ -227,11 +249,14 @@ def text_stream(
     *,
     thinking: tuple[str, ...] = (),
     done_reason: str = "stop",
+    echo_key: bool = False,
 ) -> OllamaScript:
     """``thinking`` lines, one line per token (with ``logprobs`` when the request asks
     for them: ``top_logprobs`` alternatives, the token first), then `DOC_FINAL` with
-    ``eval_count`` the number of lines before it."""
-    return OllamaScript(tokens=tuple(tokens), thinking=thinking, done_reason=done_reason)
+    ``eval_count`` the number of lines before it; ``echo_key``: see `OllamaScript`."""
+    return OllamaScript(
+        tokens=tuple(tokens), thinking=thinking, done_reason=done_reason, echo_key=echo_key
+    )
 
 
 def lines(*sent: dict[str, Any]) -> OllamaScript:
@@ -298,11 +323,13 @@ class _Handler(RequestReader):
         return recorded
 
     def _head(self, status: int, content_type: str, *, length: int | None = None,
-              retry_after: str | None = None) -> None:  # fmt: skip
+              retry_after: str | None = None, echo: bool = False) -> None:  # fmt: skip
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         if retry_after is not None:
             self.send_header("Retry-After", retry_after)
+        if echo:
+            self.send_header("X-Echoed-Key", received_key(self.headers))
         if length is None:
             self.send_header("Transfer-Encoding", "chunked")
         else:
@@ -321,8 +348,11 @@ class _Handler(RequestReader):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
-    def _line(self, value: dict[str, Any]) -> None:
-        self._chunk(json.dumps(value, ensure_ascii=False).encode() + b"\n")
+    def _line(self, value: dict[str, Any], *, echo: bool = False) -> None:
+        text = json.dumps(value, ensure_ascii=False)
+        if echo:
+            text = echo_key(text, received_key(self.headers))
+        self._chunk(text.encode() + b"\n")
 
     def _end(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
@@ -403,10 +433,10 @@ class _Handler(RequestReader):
                 self._chunk(script.body)
             self._end()
             return
-        self._head(200, "application/x-ndjson")
+        self._head(200, "application/x-ndjson", echo=script.echo_key)
         sent = self._stream_lines(script, body) if kind == "text_stream" else script.lines
         for value in sent:
-            self._line(value)
+            self._line(value, echo=script.echo_key)
         if kind == "error_line":
             self._line({"error": script.message})
         elif kind == "cut_mid_line":

@@ -21,6 +21,7 @@ from ollama_double import (
     DOC_FINAL,
     DOC_LOGPROBS,
     DOC_TOOL_LINE,
+    WEATHER,
     OllamaDouble,
     cut_mid_line,
     end_without_done,
@@ -54,18 +55,6 @@ from pytest_llmlab.models.retry import RetryPolicy
 MODEL = "llama3.2"
 DISPLAY = f"ollama:{MODEL}"
 KEY = "sk-ollama-9Qx7LmW4zR2vB8kT"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the weather in a given city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 @pytest.fixture
@@ -215,16 +204,20 @@ def test_logprobs_sent_alone_count_towards_the_next_tool_call(ollama: OllamaDoub
     assert [t.token for t in gen.tokens] == ["{", "get"]
 
 
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Lists and objects of ``inner``: a named function, because Hypothesis reads the
+    source of ``extend`` to see that it recurses, and a multi-line lambda's source is
+    not always found (a deprecation error now and then, not a failure of the code)."""
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+
+
 @settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     arguments=st.dictionaries(
         st.text(max_size=8),
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-            lambda inner: (
-                st.lists(inner, max_size=3)
-                | st.dictionaries(st.text(max_size=4), inner, max_size=3)
-            ),
+            _nested,
             max_leaves=6,
         ),
         max_size=4,

@@ -121,7 +121,7 @@ def test_same_records_with_and_without_xdist(pytester: pytest.Pytester) -> None:
         reports = pytester.path / "reports"
         # One run's reports; the previous run's, if any, moved into previous/.
         current = sorted(p.name for p in reports.iterdir() if p.name != "previous")
-        assert current == ["report.html", "results.csv", "results.jsonl"]
+        assert current == ["generations.jsonl", "report.html", "results.csv", "results.jsonl"]
         lines = (reports / "results.jsonl").read_text().splitlines()
         return sorted(
             (r["test_id"], r["output"], r["completion_tokens"]) for r in map(json.loads, lines)

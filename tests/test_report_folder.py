@@ -129,7 +129,8 @@ def test_a_killed_run_never_leaves_files_of_two_runs(pytester: pytest.Pytester) 
         check=False,
     )
     assert killed.returncode == -signal.SIGKILL
-    current = sorted(p.name for p in reports.iterdir())
+    # A killed run's spool stays (its generations, for --llm-resume): hidden.
+    current = sorted(p.name for p in reports.iterdir() if not p.name.startswith("."))
     assert current == ["previous", "results.jsonl"], current
     (second_run,) = {r["run_id"] for r in _records(reports)}
     assert second_run != first_run
@@ -138,6 +139,7 @@ def test_a_killed_run_never_leaves_files_of_two_runs(pytester: pytest.Pytester) 
     ]
     previous = reports / "previous"
     assert sorted(p.name for p in previous.iterdir()) == [
+        "generations.jsonl",
         "report.html",
         "results.csv",
         "results.jsonl",

@@ -260,6 +260,13 @@ class Generation(BaseModel):
     #: The turn of a conversation (`pytest_llmlab.llm.Chat`) this generation answered,
     #: 0 first; None outside one.
     turn: int | None = None
+    #: Whether this generation was played back instead of generated: from a cassette
+    #: (``--llm-record``), or reused from an earlier run (``--llm-resume``, ``llmlab
+    #: rescore``); ``cassette`` is the file it came from, ``hardware`` the fingerprint
+    #: and CPU of the machine that recorded it (its energy was measured there).
+    replayed: bool = False
+    cassette: str | None = None
+    hardware: dict[str, str] | None = None
 
     def __str__(self) -> str:
         return self.text

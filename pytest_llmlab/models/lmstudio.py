@@ -312,6 +312,14 @@ class LMStudioProvider(OpenAICompatible):
         self._listed = _listed_facts(entry) if entry is not None else {}
         return True
 
+    @property
+    def variant(self) -> str:
+        """``api/v0`` (native) or ``v1``: what a cassette of this client keeps."""
+        return "api/v0" if self.native else "v1"
+
+    def use_variant(self, variant: str | None) -> None:
+        self._native = variant == "api/v0"
+
     # -- facts ----------------------------------------------------------------------
 
     def learn(self, facts: Mapping[str, Any]) -> None:

@@ -32,6 +32,7 @@ from pytest_llmlab.errors import (
 from pytest_llmlab.models.assemble import chunk_problem
 from pytest_llmlab.models.base import Request
 from pytest_llmlab.models.providers import PROVIDERS
+from pytest_llmlab.models.replay import Tape
 from pytest_llmlab.models.retry import RETRY_STATUSES, RetryPolicy, retry_after_s
 from pytest_llmlab.models.sse import (
     ServerSentEvent,
@@ -207,10 +208,12 @@ class OpenAICompatible:
         top_logprobs: int = 5,
         llama_tokenizer: bool = False,
         retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         """``timeout_s`` bounds the connect and each read; ``deadline_s`` a whole
         generation (None: `auto_deadline_s`, 0: no deadline); ``llama_tokenizer``: the
-        server is llama.cpp's, with ``POST /tokenize`` (`count_tokens`)."""
+        server is llama.cpp's, with ``POST /tokenize`` (`count_tokens`); ``transport``
+        replaces the network (a cassette's `pytest_llmlab.models.replay.ReplayTransport`)."""
         self.model = model
         self.display = display
         self.base_url = base_url.rstrip("/")
@@ -229,11 +232,22 @@ class OpenAICompatible:
             headers=headers,
             timeout=httpx.Timeout(timeout_s),
             # A proxy set for the internet must not swallow loopback servers.
-            trust_env=not is_loopback(self.base_url),
+            trust_env=transport is None and not is_loopback(self.base_url),
+            transport=transport,
         )
 
     #: What `ensure_available` GETs under the base URL: any answer means reachable.
     probe_path = "/models"
+
+    @property
+    def variant(self) -> str | None:
+        """Which of its APIs this client streams from, where a provider has several
+        (LM Studio: ``api/v0`` or ``v1``): a cassette keeps it, so a replay reads the
+        frames with the stream class that received them. None: one API."""
+        return None
+
+    def use_variant(self, variant: str | None) -> None:
+        """Stream as `variant` says, without asking the server (a replay)."""
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         """The headers that carry the key: OpenAI's ``Authorization: Bearer``; a
@@ -407,6 +421,8 @@ class ChunkStream:
         self._deadline_source = source
         self._deadline_at: float | None = None
         self._iterator: Generator[dict[str, Any], None, None] | None = None
+        #: Set to record what the answer's body brings, frame by frame (cassettes).
+        self.tape: Tape | None = None
         self.chunks_received = 0
         self._choices_seen = False
         self._head = b""  # the body's first bytes, to show what came instead of events
@@ -474,6 +490,8 @@ class ChunkStream:
             with owner._client.stream(
                 "POST", url, json=self._body, headers=self.headers, timeout=timeout
             ) as response:
+                if self.tape is not None:
+                    self.tape.begin(response.status_code, response.headers.get("content-type", ""))
                 if response.status_code in RETRY_STATUSES:
                     wait = self._retry_wait(
                         f"HTTP {response.status_code}", retry_after_s(response.headers)
@@ -612,7 +630,10 @@ class ChunkStream:
         """The body as it arrives, its first bytes kept, the deadline checked on every
         piece (comments and keep-alives included)."""
         __tracebackhide__ = hide_own_frames
+        tape = self.tape
         for data in response.iter_bytes():
+            if tape is not None:
+                tape.piece(data)
             if len(self._head) < _HEAD_BYTES:
                 self._head += data[: _HEAD_BYTES - len(self._head)]
             self._bytes_received += len(data)

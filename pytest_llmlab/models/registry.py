@@ -18,6 +18,7 @@ from pytest_llmlab.models.local import EmbeddedLlamaCpp, default_threads
 from pytest_llmlab.models.ollama import OllamaProvider
 from pytest_llmlab.models.openai import OpenAICompatible
 from pytest_llmlab.models.providers import PROVIDERS
+from pytest_llmlab.models.replay import ReplayTransport
 from pytest_llmlab.models.retry import CLOUD_RETRIES, RetryPolicy
 from pytest_llmlab.models.spec import ModelSpec
 
@@ -62,6 +63,7 @@ class ProviderPool:
         self._ctx = ctx
         self._announce = announce
         self._providers: dict[str, Provider] = {}
+        self._replayers: dict[str, tuple[OpenAICompatible, ReplayTransport]] = {}
 
     def get(self, spec: ModelSpec) -> Provider:
         """The provider of ``spec``'s model, built (not started) on first use.
@@ -103,10 +105,39 @@ class ProviderPool:
                 if self._retries is not None
                 else (CLOUD_RETRIES if info.key_required else 0)
             ),
-            **({"llama_tokenizer": True} if info.llama_tokenizer else {}),
+            llama_tokenizer=info.llama_tokenizer,
         )
+
+    def replayer(self, spec: ModelSpec) -> tuple[OpenAICompatible, ReplayTransport]:
+        """A client of ``spec``'s wire protocol (the embedded model's is OpenAI's, from
+        llama.cpp's server) whose transport plays cassettes: the stream classes of live
+        traffic, with no network, no key and no model to load. One per display name."""
+        found = self._replayers.get(spec.display)
+        if found is None:
+            info = PROVIDERS[spec.provider]
+            transport = ReplayTransport()
+            protocol = "openai" if info.protocol == "local" else info.protocol
+            base_url = (
+                "http://127.0.0.1/v1"
+                if info.protocol == "local"
+                else self._base_urls.get(spec.provider) or str(info.default_base_url)
+            )
+            client = _PROTOCOLS[protocol](
+                model=spec.model,
+                display=spec.display,
+                base_url=base_url,
+                timeout_s=self._timeout_s,
+                deadline_s=self._deadline_s,
+                transport=transport,
+                llama_tokenizer=info.llama_tokenizer,
+            )
+            found = self._replayers[spec.display] = (client, transport)
+        return found
 
     def close(self) -> None:
         for provider in self._providers.values():
             provider.close()
         self._providers.clear()
+        for client, _ in self._replayers.values():
+            client.close()
+        self._replayers.clear()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -29,10 +30,23 @@ from typing import IO
 
 from pytest_llmlab.errors import ReportFolderError
 
-__all__ = ["RUN_FILES", "ReportFolder", "ReportFolderError", "new_run_id", "spool_path"]
+__all__ = [
+    "GENERATIONS_NAME",
+    "RUN_FILES",
+    "ReportFolder",
+    "ReportFolderError",
+    "copy_generations",
+    "generations_log_path",
+    "merge_earlier_generations",
+    "merge_run_generations",
+    "new_run_id",
+    "spool_path",
+]
 
 #: The files one run writes into the folder (moved aside when the next run starts).
-RUN_FILES = ("results.jsonl", "results.csv", "report.html", "metrics.csv")
+RUN_FILES = ("results.jsonl", "results.csv", "report.html", "metrics.csv", "generations.jsonl")
+#: Where a run keeps its finished generations (`pytest_llmlab.cassettes.RunGenerations`).
+GENERATIONS_NAME = "generations.jsonl"
 SPOOL_NAME = ".spool"
 PREVIOUS_NAME = "previous"
 
@@ -45,6 +59,91 @@ def new_run_id() -> str:
 def spool_path(folder: Path, run_id: str, worker: str) -> Path:
     """Where process ``worker`` of run ``run_id`` spools its finished generations."""
     return folder / SPOOL_NAME / run_id / f"{worker}.jsonl"
+
+
+def generations_log_path(folder: Path, run_id: str, worker: str) -> Path:
+    """Where process ``worker`` of run ``run_id`` logs its finished generations."""
+    return folder / SPOOL_NAME / run_id / "generations" / f"{worker}.jsonl"
+
+
+def _reuse_path(folder: Path, run_id: str) -> Path:
+    return folder / SPOOL_NAME / run_id / "reuse" / "earlier.jsonl"
+
+
+def _slot(line: str) -> tuple[str, int] | None:
+    """The key and sample of a generations line; None for a line that is not one (a
+    killed process's last, half-written line)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    key, sample = entry.get("key"), entry.get("sample")
+    if not isinstance(key, str) or not isinstance(sample, int) or "generation" not in entry:
+        return None
+    return key, sample
+
+
+def merge_earlier_generations(folder: Path, run_id: str) -> tuple[Path, int] | None:
+    """For ``--llm-resume``: the generations earlier runs in ``folder`` finished (the
+    last complete run's ``generations.jsonl``, then what killed runs left in their
+    spools, oldest first; a later one of a key and sample wins) merged into one file in
+    this run's spool, and how many; None when there are none."""
+    sources = [folder / GENERATIONS_NAME]
+    spool = folder / SPOOL_NAME
+    runs = sorted(p for p in spool.iterdir() if p.name != run_id) if spool.is_dir() else []
+    for run in runs:
+        sources.append(_reuse_path(folder, run.name))
+        sources.extend(sorted((run / "generations").glob("*.jsonl")))
+    merged: dict[tuple[str, int], str] = {}
+    for source in sources:
+        if not source.is_file():
+            continue
+        with source.open(encoding="utf-8", errors="surrogateescape") as handle:
+            for line in handle:
+                slot = _slot(line)
+                if slot is not None:
+                    merged.pop(slot, None)  # the latest goes last, as it came
+                    merged[slot] = line if line.endswith("\n") else line + "\n"
+    if not merged:
+        return None
+    target = _reuse_path(folder, run_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", encoding="utf-8", errors="surrogateescape") as out:
+        out.writelines(merged.values())
+    return target, len(merged)
+
+
+def copy_generations(source: Path, folder: Path, run_id: str) -> tuple[Path, int]:
+    """For ``--llm-rescore``: ``source`` copied into this run's spool, so that the run
+    reads it even when it is this folder's own ``generations.jsonl`` (which moves to
+    ``previous/`` at the run's first record); and how many entries it holds. OSError
+    when it cannot be read."""
+    target = _reuse_path(folder, run_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    with target.open("rb") as handle:
+        count = sum(1 for line in handle if line.strip())
+    return target, count
+
+
+def merge_run_generations(folder: Path, run_id: str) -> None:
+    """Join the processes' generation logs of run ``run_id`` into the folder's
+    ``generations.jsonl`` (atomically), before its spool is removed."""
+    logs = sorted((folder / SPOOL_NAME / run_id / "generations").glob("*.jsonl"))
+    if not logs:
+        return
+    partial = folder / f".{GENERATIONS_NAME}.{os.getpid()}.tmp"
+    with partial.open("wb") as out:
+        for log in logs:
+            data = log.read_bytes()
+            out.write(data)
+            if data and not data.endswith(b"\n"):  # a killed worker's half line
+                out.write(b"\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, folder / GENERATIONS_NAME)
 
 
 class ReportFolder:

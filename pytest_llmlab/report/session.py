@@ -75,6 +75,9 @@ class ReportSession:
         #: The leaderboard when prompt suites ran (points per category), else empty.
         self.board: list[LeaderboardRow] = []
         self.interrupts = Interrupts()
+        #: Under ``--llm-resume``: the earlier runs' generations merged for this run
+        #: to reuse, and how many (None: nothing to resume from).
+        self.reuse: tuple[Path, int] | None = None
 
     @classmethod
     def start(cls, config: pytest.Config, settings: Settings) -> ReportSession | None:
@@ -92,6 +95,7 @@ class ReportSession:
         except ReportFolderError as exc:
             raise pytest.UsageError(f"pytest-llmlab: {exc}") from None
         session = cls(settings, folder, new_run_id(), config.invocation_params.dir)
+        session.reuse = session._reuse(config)
         config.pluginmanager.register(session, cls.name)
         session.interrupts.install()
         if config.pluginmanager.hasplugin("html"):
@@ -100,6 +104,25 @@ class ReportSession:
             config.pluginmanager.register(PytestHtmlColumns(), "llmlab-pytest-html")
         return session
 
+    def _reuse(self, config: pytest.Config) -> tuple[Path, int] | None:
+        """What this run reuses, copied into its spool before the first record moves
+        the earlier runs' files aside: ``--llm-rescore``'s file, or under
+        ``--llm-resume`` the generations earlier runs in the folder finished."""
+        from pytest_llmlab.report.folder import copy_generations, merge_earlier_generations
+
+        if self.settings.rescore is not None:
+            source = self._invocation_dir / Path(self.settings.rescore).expanduser()
+            try:
+                return copy_generations(source, self.folder.path, self.run_id)
+            except OSError as exc:
+                raise pytest.UsageError(
+                    f"pytest-llmlab: --llm-rescore={self.settings.rescore}: cannot read it "
+                    f"({exc.strerror or type(exc).__name__})"
+                ) from None
+        if self.settings.resume:
+            return merge_earlier_generations(self.folder.path, self.run_id)
+        return None
+
     # -- workers ------------------------------------------------------------------
 
     @pytest.hookimpl(optionalhook=True)
@@ -107,6 +130,7 @@ class ReportSession:
         """Tell each xdist worker the run id and where to spool (builtin types only)."""
         node.workerinput["llmlab_run_id"] = self.run_id
         node.workerinput["llmlab_report_dir"] = str(self.folder.path)
+        node.workerinput["llmlab_reuse"] = str(self.reuse[0]) if self.reuse else None
 
     # -- as tests report ----------------------------------------------------------
 
@@ -168,6 +192,9 @@ class ReportSession:
         if not self.writer.count:
             return
         # Every worker is down by now: all records are in the file, spools are spent.
+        from pytest_llmlab.report.folder import merge_run_generations
+
+        merge_run_generations(self.folder.path, self.run_id)
         self.folder.remove_spool(self.run_id)
         records = load_records(self.writer.path)
         self.attributed = attribute_records(records)
