@@ -455,6 +455,11 @@ class ItemTape:
     _samples: Counter[str] = field(default_factory=Counter)
 
     @property
+    def records(self) -> bool:
+        """Whether a live answer is recorded into a cassette."""
+        return self.cassettes is not None and self.cassettes.records
+
+    @property
     def may_play(self) -> bool:
         """Whether a request may be played back rather than generated."""
         reuse = self.run is not None and self.run.reuse is not None

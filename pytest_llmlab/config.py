@@ -125,6 +125,19 @@ def _parse_retries(raw: str) -> int | None:
     return value
 
 
+def _parse_concurrency(raw: str) -> int | None:
+    """``auto`` -> None (by backend), else a whole number >= 1."""
+    if raw.strip().lower() == "auto":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a whole number or auto") from None
+    if value < 1:
+        raise ValueError(f"{raw} must be 1 or more")
+    return value
+
+
 def _parse_deadline(raw: str) -> float | None:
     """``auto`` -> None (derived per request), ``0``/``none``/``off`` -> 0 (no deadline)."""
     lowered = raw.strip().lower()
@@ -292,6 +305,14 @@ OPTIONS: tuple[Option, ...] = (
         "backoff and Retry-After, within --llm-deadline: auto (3 for clouds, 0 for local "
         "and self-hosted servers) or a number (default auto)",
         _parse_retries,
+        "auto",
+    ),
+    Option(
+        "concurrency",
+        "generations in flight per process (suite cases generated ahead of their "
+        "tests, llm.map): auto (1 for the embedded model, 4 for local and self-hosted "
+        "servers, 8 for clouds) or a number (default auto)",
+        _parse_concurrency,
         "auto",
     ),
     Option(
@@ -546,6 +567,8 @@ class Settings(BaseModel):
     deadline: float | None
     #: Retries per request; None: auto (by provider).
     retries: int | None
+    #: Generations in flight per process; None: auto (by backend).
+    concurrency: int | None
     skip_unavailable: bool
     threads: int | None
     ctx: int

@@ -8,9 +8,14 @@ generation to a recorder, which is how results reach ``results.jsonl``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+
+import pytest
 
 from pytest_llmlab.energy.base import TokenSegment
 from pytest_llmlab.energy.meters import MeterSet, OpenWindow
@@ -99,6 +104,8 @@ class GenerationStream:
         finish: Callable[[Generation], Generation] | None = None,
     ) -> None:
         self._where = where
+        #: What records the answer's frames, when the handle has one (cassettes).
+        self.tape: Tape | None = getattr(handle, "tape", None)
         #: Makes the assembled Generation final (a playback's recorded timings, energy).
         self._final = finish
         self._injection_tokens = injection_tokens
@@ -222,6 +229,48 @@ class GenerationStream:
         self.close()
 
 
+@dataclass
+class Prefetched:
+    """One request generated ahead of its test (`pytest_llmlab.prefetch`)."""
+
+    key: str
+    stream: GenerationStream
+    future: Future[Generation]
+    stop: threading.Event
+
+    def discard(self) -> None:
+        """Stop it (at its next chunk) and forget it: never recorded."""
+        self.stop.set()
+        self.future.cancel()
+
+
+#: An item's `Prefetched`, until its `LLM` takes it.
+PREFETCHED = pytest.StashKey[Prefetched]()
+
+
+def drain(stream: GenerationStream, stop: threading.Event) -> Generation:
+    """Read ``stream`` to its end (in a thread of `LLM.map` or of the prefetcher);
+    stop early once ``stop`` is set."""
+    for _ in stream:
+        if stop.is_set():
+            stream.close()
+            break
+    return stream.generation
+
+
+class _OneChunk:
+    """A stream handle of at most one ready chunk (a generation made ahead)."""
+
+    def __init__(self, chunk: dict[str, Any] | None) -> None:
+        self._chunks = [chunk] if chunk is not None else []
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._chunks)
+
+    def close(self) -> None:
+        pass
+
+
 class Chat:
     """A conversation with one model (`LLM.chat`): the history, and one Generation per turn.
 
@@ -309,10 +358,19 @@ class LLM:
         before_generation: Callable[[], None] | None = None,
         tape: ItemTape | None = None,
         before_live: Callable[[], None] | None = None,
+        concurrency: int = 1,
     ) -> None:
         """``tape`` plays back or records each request (cassettes, ``--llm-resume``);
         ``before_live`` runs before a generation that is not played back (the model's
-        availability check, deferred while a cassette might answer)."""
+        availability check, deferred while a cassette might answer); ``concurrency``
+        is how many generations `map` and `sample` keep in flight."""
+        self.concurrency = max(1, concurrency)
+        self._lock = threading.Lock()
+        #: Keep every live answer's frames (a generation made ahead, for its item's
+        #: cassette), whatever the tape says.
+        self.record_frames = False
+        #: A request of this test generated ahead of it (`pytest_llmlab.prefetch`).
+        self.prefetched: Prefetched | None = None
         self.model_spec = model_spec
         self._before_generation = before_generation
         self._tape = tape
@@ -361,7 +419,7 @@ class LLM:
         max_tokens: int | None = None,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
-        logprobs: bool = True,
+        logprobs: bool | None = None,
         context: str | None = None,
         injections: Sequence[Mapping[str, str]] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
@@ -388,6 +446,12 @@ class LLM:
         stop = stop if stop is not None else self.defaults.get("stop")
         merged_params = {**self.defaults.get("params", {}), **params}
         top_logprobs = merged_params.pop("top_logprobs", None)
+        # A marker's or a suite's ``logprobs`` arrives as a param: it must switch the
+        # request's logprobs (and their alternatives) off, not ride along as an extra
+        # body field beside ``top_logprobs`` (HTTP 400 "top_logprobs requires logprobs").
+        marker_logprobs = merged_params.pop("logprobs", None)
+        if logprobs is None:
+            logprobs = True if marker_logprobs is None else bool(marker_logprobs)
         # A marker's or a suite's tools arrive as params; the call's own win.
         marker_tools = merged_params.pop("tools", None)
         marker_choice = merged_params.pop("tool_choice", None)
@@ -430,6 +494,9 @@ class LLM:
             spec=self.spec,
             provider=self.model_spec.provider,
         )
+        ahead = self._take_prefetched(request, plan)
+        if ahead is not None:
+            return self._adopt(ahead, assembler, plan, turn)
         if plan is not None and plan.stored is not None:
             assert self._tape is not None
             played, final = self._tape.playback(
@@ -443,7 +510,8 @@ class LLM:
                 turn=turn,
                 finish=final,
             )
-            self._open.append(stream)
+            with self._lock:
+                self._open.append(stream)
             return stream
         if self._before_generation is not None:
             self._before_generation()
@@ -453,7 +521,8 @@ class LLM:
         window, note = self._open_window()
         handle = self.provider.stream_chunks(request)
         tape: Tape | None = None
-        if plan is not None and plan.record_to is not None and isinstance(handle, ChunkStream):
+        keep = self.record_frames or (plan is not None and plan.record_to is not None)
+        if keep and isinstance(handle, ChunkStream):
             tape = handle.tape = Tape(assembler.started_ns)
         stream = GenerationStream(
             handle,
@@ -467,7 +536,48 @@ class LLM:
             turn=turn,
             backend=self._backend_facts,
         )
-        self._open.append(stream)
+        with self._lock:
+            self._open.append(stream)
+        return stream
+
+    def _take_prefetched(self, request: Request, plan: Plan | None) -> Prefetched | None:
+        """The generation made ahead for ``request``, if this is it (taken once)."""
+        ahead = self.prefetched
+        if ahead is None or (plan is not None and plan.stored is not None):
+            return None
+        from pytest_llmlab.cassettes import request_fields, request_key
+
+        key = (
+            plan.key if plan is not None else request_key(request_fields(self.model_spec, request))
+        )
+        if key != ahead.key:
+            return None
+        self.prefetched = None
+        return ahead
+
+    def _adopt(
+        self, ahead: Prefetched, assembler: GenerationAssembler, plan: Plan | None, turn: int | None
+    ) -> GenerationStream:
+        """A stream of the generation made ahead: waits for it, and records it as this
+        test's own (a failed one too, then raises its error)."""
+        __tracebackhide__ = hide_own_frames
+        try:
+            generation = ahead.future.result()
+        except BaseException:
+            failed = ahead.stream.generation  # recorded as failed where it ran: here too
+            self._finished(plan, ahead.stream.tape, failed)
+            raise
+        chunk = {"choices": [{"index": 0, "delta": {"content": generation.text}}]}
+        stream = GenerationStream(
+            _OneChunk(chunk if generation.text else None),
+            assembler,
+            functools.partial(self._finished, plan, ahead.stream.tape),
+            where=f"{self.endpoint} for {self.name}",
+            turn=turn,
+            finish=lambda _assembled: generation.model_copy(update={"turn": turn}),
+        )
+        with self._lock:
+            self._open.append(stream)
         return stream
 
     def _backend_facts(self) -> dict[str, Any]:
@@ -530,7 +640,7 @@ class LLM:
         max_tokens: int | None = None,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
-        logprobs: bool = True,
+        logprobs: bool | None = None,
         context: str | None = None,
         injections: Sequence[Mapping[str, str]] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
@@ -580,11 +690,64 @@ class LLM:
         seed = kwargs.pop("seed", None)
         if seed is None:
             seed = self.defaults.get("seed")
-        generations = [
-            self.generate(prompt, seed=None if seed is None else seed + i, **kwargs)
-            for i in range(n)
-        ]
-        return Samples(generations)
+        calls = [(prompt, {**kwargs, "seed": None if seed is None else seed + i}) for i in range(n)]
+        return Samples(self._run_many(calls, self.concurrency))
+
+    def map(
+        self,
+        prompts: Iterable[str | None],
+        *,
+        concurrency: int | None = None,
+        **kwargs: Any,
+    ) -> list[Generation]:
+        """Generate an answer to each of ``prompts`` (same arguments as `generate`),
+        up to ``concurrency`` at once (default: the model's ``--llm-concurrency``),
+        and return the Generations in input order.
+
+        Requests are built and started in input order (so a cassette's samples and
+        seeds line up), each in flight in its own thread. When one fails, no further
+        one starts; the first error in input order is raised once the started ones
+        ended (every one is recorded, as always).
+        """
+        __tracebackhide__ = hide_own_frames
+        calls = [(prompt, dict(kwargs)) for prompt in prompts]
+        return self._run_many(calls, max(1, concurrency or self.concurrency))
+
+    def _run_many(
+        self, calls: Sequence[tuple[str | None, dict[str, Any]]], limit: int
+    ) -> list[Generation]:
+        """`generate` for each call, ``limit`` in flight at once, in input order."""
+        __tracebackhide__ = hide_own_frames
+        if limit <= 1 or len(calls) <= 1:
+            return [self.generate(prompt, **kwargs) for prompt, kwargs in calls]
+        results: list[Generation | None] = [None] * len(calls)
+        errors: dict[int, BaseException] = {}
+        stop = threading.Event()
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="llmlab-map") as pool:
+            running: dict[Future[Generation], int] = {}
+            started = 0
+            try:
+                while (started < len(calls) and not errors) or running:
+                    while started < len(calls) and len(running) < limit and not errors:
+                        prompt, kwargs = calls[started]
+                        # Built here, in order: plans, budgets and windows as for one call.
+                        stream = self.stream(prompt, **kwargs)
+                        running[pool.submit(drain, stream, stop)] = started
+                        started += 1
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index = running.pop(future)
+                        error = future.exception()
+                        if error is None:
+                            results[index] = future.result()
+                        else:
+                            errors[index] = error
+            except BaseException:
+                stop.set()  # a stop (Ctrl-C, a budget skip): the others end at their next chunk
+                raise
+        if errors:
+            raise errors[min(errors)]
+        return [result for result in results if result is not None]
 
     def chat(self, system: str | None = None, **defaults: Any) -> Chat:
         """Start a conversation: each `Chat.say` sends the history and returns that
@@ -597,8 +760,9 @@ class LLM:
         return Samples(self.generations)
 
     def _finished(self, plan: Plan | None, tape: Tape | None, generation: Generation) -> None:
-        self._open = [s for s in self._open if not s.finished]
-        self.generations.append(generation)
+        with self._lock:  # `map` finishes generations in its threads
+            self._open = [s for s in self._open if not s.finished]
+            self.generations.append(generation)
         if self._tape is not None and plan is not None:
             live = plan.stored is None
             redactor = getattr(self.provider, "redactor", None) if live else None
@@ -621,3 +785,6 @@ class LLM:
             stream.close()
         self._open.clear()
         self._recorder = None
+        if self.prefetched is not None:  # made ahead for a request this test never sent
+            self.prefetched.discard()
+            self.prefetched = None

@@ -31,6 +31,7 @@ from pytest_llmlab.results import Spool
 
 if TYPE_CHECKING:
     from pytest_llmlab.cassettes import Cassettes, ItemTape, RunGenerations
+    from pytest_llmlab.prefetch import Prefetcher
     from pytest_llmlab.spend import CostBudget
 
 #: The item's `ItemTape`: its judge's requests share the sample counts of its own.
@@ -109,6 +110,7 @@ class SessionResources:
             threads=settings.threads,
             ctx=settings.ctx,
             retries=settings.retries,
+            concurrency=settings.concurrency,
             announce=self.announce,
         )
         self._config = config
@@ -117,6 +119,8 @@ class SessionResources:
         self._calibrated: CalibratedMeter | None = None
         self._calibration_read = False
         self._run_generations: RunGenerations | None = None
+        self._prefetcher: Prefetcher | None = None
+        self._prefetcher_closed = False
         self._cassettes: Cassettes | None = None
         if settings.record != "off":
             from pytest_llmlab.cassettes import Cassettes
@@ -298,7 +302,22 @@ class SessionResources:
             item.stash[_ITEM_TAPE] = tape
         return tape
 
+    def prefetcher(self, session: pytest.Session) -> Prefetcher | None:
+        """What generates suite cases ahead of their items (`pytest_llmlab.prefetch`),
+        built on first use; None under ``--llm-concurrency=1``."""
+        if self.settings.concurrency == 1 or self._prefetcher_closed:
+            return None
+        if self._prefetcher is None:
+            from pytest_llmlab.prefetch import Prefetcher
+
+            self._prefetcher = Prefetcher(self, session)
+        return self._prefetcher
+
     def close(self) -> None:
+        if self._prefetcher is not None:  # before the providers it streams from
+            self._prefetcher.close()
+            self._prefetcher = None
+        self._prefetcher_closed = True
         if self._cassettes is not None:
             self._cassettes.close()
         if self._run_generations is not None:

@@ -20,7 +20,7 @@ from pytest_llmlab.budgets import budget_failure
 from pytest_llmlab.cases import LLMCase, item_plan
 from pytest_llmlab.errors import ModelUnavailable
 from pytest_llmlab.judge import JudgeRequest, JudgeRunner, judging, response_format
-from pytest_llmlab.llm import LLM
+from pytest_llmlab.llm import LLM, PREFETCHED
 from pytest_llmlab.models.base import Generation, Provider
 from pytest_llmlab.models.spec import parse_spec
 from pytest_llmlab.repeat import repeat_failure, run_test_body
@@ -97,7 +97,9 @@ def open_llm(
         before_generation=functools.partial(budget.check, case.model),
         tape=tape,
         before_live=live if tape is not None and tape.may_play else None,
+        concurrency=resources.pool.concurrency(case.model),
     )
+    bound.prefetched = item.stash.get(PREFETCHED, None)
     return bound
 
 

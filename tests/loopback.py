@@ -862,4 +862,6 @@ def point_vllm_at(monkeypatch: Any, server: LoopbackServer) -> None:
             monkeypatch.delenv(name)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("LLMLAB_BASELINE_S", "0")
+    # One request at a time: a test's queued answers go to its cases in order.
+    monkeypatch.setenv("LLMLAB_CONCURRENCY", "1")
     monkeypatch.setenv("LLMLAB_VLLM_BASE_URL", server.base_url)

@@ -49,8 +49,12 @@ class EmbeddedLlamaCpp:
         timeout_s: float,
         deadline_s: float | None = None,
         announce: Callable[[str], None] | None = None,
+        slots: int = 1,
     ) -> None:
+        """``slots``: requests llama.cpp serves at once (``n_parallel``); each gets a
+        context of ``ctx`` tokens (the server's is ``ctx x slots``, split evenly)."""
         self.model = model
+        self.slots = max(1, slots)
         self.display = display
         self.threads = threads
         self.ctx = ctx
@@ -99,8 +103,9 @@ class EmbeddedLlamaCpp:
         params.model.path = str(self.path)
         params.hostnames = ["127.0.0.1"]
         params.port = 0  # the OS picks a free port: many processes, no clashes
-        params.n_ctx = self.ctx
-        params.n_parallel = 1
+        # llama.cpp splits n_ctx among its slots: each request keeps --llm-ctx tokens.
+        params.n_ctx = self.ctx * self.slots
+        params.n_parallel = self.slots
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
         params.verbosity = -1  # llama.cpp logs to the C stderr, past pytest's capture

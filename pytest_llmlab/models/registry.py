@@ -22,7 +22,12 @@ from pytest_llmlab.models.replay import ReplayTransport
 from pytest_llmlab.models.retry import CLOUD_RETRIES, RetryPolicy
 from pytest_llmlab.models.spec import ModelSpec
 
-__all__ = ["ProviderPool"]
+__all__ = ["CLOUD_CONCURRENCY", "LOCAL_CONCURRENCY", "SERVER_CONCURRENCY", "ProviderPool"]
+
+#: ``--llm-concurrency=auto`` by backend: the embedded model, clouds, other servers.
+LOCAL_CONCURRENCY = 1
+CLOUD_CONCURRENCY = 8
+SERVER_CONCURRENCY = 4
 
 #: The client class of each wire protocol in `PROVIDERS` (``local`` is built apart).
 _PROTOCOLS: dict[str, type[OpenAICompatible]] = {
@@ -50,12 +55,14 @@ class ProviderPool:
         threads: int | None = None,
         ctx: int = 4096,
         retries: int | None = None,
+        concurrency: int | None = None,
         announce: Callable[[str], None] | None = None,
     ) -> None:
         """``retries``: per request, after 429/503/529 or a reset before the answer;
         None: `CLOUD_RETRIES` for providers whose default endpoint needs a key (the
         clouds), none for the others."""
         self._retries = retries
+        self._concurrency = concurrency
         self._base_urls = dict(base_urls)
         self._timeout_s = timeout_s
         self._deadline_s = deadline_s  # None: auto per request; 0: none
@@ -88,6 +95,7 @@ class ProviderPool:
                 timeout_s=self._timeout_s,
                 deadline_s=self._deadline_s,
                 announce=self._announce,
+                slots=self.concurrency(spec),
             )
         base_url = self._base_urls.get(spec.provider) or str(info.default_base_url)
         key_env = next((name for name in info.key_envs if os.environ.get(name)), None)
@@ -107,6 +115,17 @@ class ProviderPool:
             ),
             llama_tokenizer=info.llama_tokenizer,
         )
+
+    def concurrency(self, spec: ModelSpec) -> int:
+        """Generations of ``spec``'s model in flight at once (``--llm-concurrency``):
+        as set, else 1 for the embedded model (one model copy, few cores), 8 for the
+        clouds, 4 for other servers."""
+        if self._concurrency is not None:
+            return self._concurrency
+        info = PROVIDERS[spec.provider]
+        if info.protocol == "local":
+            return LOCAL_CONCURRENCY
+        return CLOUD_CONCURRENCY if info.key_required else SERVER_CONCURRENCY
 
     def replayer(self, spec: ModelSpec) -> tuple[OpenAICompatible, ReplayTransport]:
         """A client of ``spec``'s wire protocol (the embedded model's is OpenAI's, from

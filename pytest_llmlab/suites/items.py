@@ -187,6 +187,9 @@ class SuiteItem(pytest.Item):
         record["max_points"] = self.case.max_points
 
     def setup(self) -> None:
+        prefetcher = self.config.stash[RESOURCES].prefetcher(self.session)
+        if prefetcher is not None:
+            prefetcher.before(self)  # this case and the next ones, up to --llm-concurrency
         self._llm = open_llm(self, self.llm_case, record_fields=self._record_fields)
 
     def runtest(self) -> None:
@@ -231,14 +234,24 @@ class SuiteItem(pytest.Item):
                 record["checks"] = entries
                 record["structured"] = extraction
 
+    def first_request(self) -> tuple[str | None, dict[str, Any]] | None:
+        """The prompt and arguments of the case's first generation, for generating it
+        ahead (`pytest_llmlab.prefetch`); None for a scripted conversation."""
+        if self.case.turns:
+            return None
+        messages = [dict(m) for m in self.case.messages] if self.case.messages else None
+        return self.case.prompt, {"messages": messages}
+
     def _generate(self) -> list[Generation]:
         """The case's answers: one, or one per turn of a scripted conversation."""
         assert self._llm is not None
         if self.case.turns:
             chat = self._llm.chat()
             return [chat.say(text) for text in self.case.turns]
-        messages = [dict(m) for m in self.case.messages] if self.case.messages else None
-        return [self._llm.generate(self.case.prompt, messages=messages)]
+        first = self.first_request()
+        assert first is not None
+        prompt, kwargs = first
+        return [self._llm.generate(prompt, **kwargs)]
 
     def teardown(self) -> None:
         if self._llm is not None:
