@@ -172,7 +172,10 @@ def test_a_miss_names_the_test_the_key_and_what_differs(lab: SuiteLab) -> None:
     result = lab.run("--llm-record=none")
     result.assert_outcomes(failed=1)
     assert len(lab.server.posts) == sent
-    (line,) = [line for line in result.outlines if "CassetteMiss: no recording" in line]
+    # The error line of the failure's report; the short summary may repeat it, cut to width.
+    (line,) = [
+        line for line in result.outlines if line.startswith("E ") and "CassetteMiss:" in line
+    ]
     assert (
         "no recording of this request of test_a.py::test_x[vllm:tiny-T0] (--llm-record=none)"
         in line
