@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_llmlab.keys import MARKER_HELP
 from pytest_llmlab.models.spec import ModelSpec, SpecError, parse_spec
 from pytest_llmlab.option_values import split_list
 from pytest_llmlab.repeat import REPEAT_KEYS, RepeatPlan, repeat_plan
@@ -38,12 +39,6 @@ __all__ = [
 #: Marker keywords with a meaning of their own; any other keyword is a request param.
 _GENERATION_KEYS = ("max_tokens", "system", "context", "injections", "seed", "stop")
 MARKER_KEYS = ("models", "temperatures", *_GENERATION_KEYS, *REPEAT_KEYS)
-MARKER_HELP = (
-    "llm(models=[...], temperatures=[...], max_tokens=None, system=None, context=None, "
-    "injections=None, seed=None, stop=None, runs=1, pass_rate=1.0, pass_rule='rate', confidence=0.95, "
-    "early_stop=True, **params): run this test on these models/temperatures instead of "
-    "the session's, with these generation defaults, repeated and decided by pass rate"
-)
 
 
 @dataclass(frozen=True, slots=True)

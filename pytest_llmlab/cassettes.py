@@ -378,6 +378,7 @@ class Cassettes:
         self.speed = speed
         self.rootdir = rootdir
         self._files: dict[Path, CassetteFile] = {}
+        self._by_test: dict[Path, CassetteFile] = {}
 
     @property
     def replays(self) -> bool:
@@ -388,10 +389,14 @@ class Cassettes:
         return self.mode in ("new", "all")
 
     def file_for(self, test_file: Path) -> CassetteFile:
+        known = self._by_test.get(test_file)  # every request asks: resolve paths once
+        if known is not None:
+            return known
         path = cassette_path(test_file, self.folder, self.rootdir)
         found = self._files.get(path)
         if found is None:
             found = self._files[path] = CassetteFile(path, _shown_path(path, self.rootdir))
+        self._by_test[test_file] = found
         return found
 
     def close(self) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict
 
 from pytest_llmlab.errors import LLMLabError
 from pytest_llmlab.models.providers import PROVIDERS
@@ -554,10 +553,13 @@ _BASE_URL_OPTIONS: dict[str, str] = {
 }
 
 
-class Settings(BaseModel):
-    """The resolved settings of one session."""
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The resolved settings of one session (each value parsed by its `Option`).
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    A plain dataclass, not a pydantic model: every pytest start builds one, and
+    importing pydantic would cost every session ~50 ms (`bench/startup.py`).
+    """
 
     models: list[ModelSpec]
     temperatures: list[float]

@@ -130,10 +130,11 @@ class GenerationStream:
         __tracebackhide__ = hide_own_frames
         if self._generation is not None:
             return
+        checked = bool(getattr(self._handle, "chunks_checked", False))
         try:
             for index, chunk in enumerate(self._handle):
                 try:
-                    text = self._assembler.add(chunk)
+                    text = self._assembler.add(chunk, checked=checked)
                 except ValueError as exc:  # a chunk of the wrong shape
                     raise StreamError(
                         f"malformed chunk in stream from {self._where} after {index} chunks: {exc}"

@@ -11,18 +11,22 @@ from __future__ import annotations
 import inspect
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_llmlab import redact
-from pytest_llmlab.cases import MARKER_HELP, LLMCase, check_marker, marker_values
 from pytest_llmlab.config import SettingsError, add_options, build_settings, report_dir
-from pytest_llmlab.energy.meters import EnergyMeter
-from pytest_llmlab.llm import LLM
-from pytest_llmlab.models.spec import SpecError
-from pytest_llmlab.resources import SessionResources, sanitize_report
-from pytest_llmlab.results import RECORDS_ATTR, REPEAT_ATTR
-from pytest_llmlab.runner import RECORDS, RESOURCES, open_llm, run_llm_body
+from pytest_llmlab.keys import MARKER_HELP, RECORDS, RECORDS_ATTR, REPEAT_ATTR, RESOURCES
+from pytest_llmlab.resources import SessionResources
+
+# Every pytest start imports this module: what LLM tests need (pydantic, httpx, the
+# providers, meters and reports) is imported by the hooks and fixtures that use it,
+# so a session without LLM tests never pays for it (bench/startup.py).
+if TYPE_CHECKING:
+    from pytest_llmlab.cases import LLMCase
+    from pytest_llmlab.energy.meters import EnergyMeter
+    from pytest_llmlab.llm import LLM
 
 #: Whether ``--llm-suite`` named files (then every collected file is looked at).
 _FORCED_ANY = pytest.StashKey[bool]()
@@ -146,6 +150,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # that overrides `llm` with its own fixture is left alone.
     if "llm_case" not in metafunc.fixturenames:
         return
+    from pytest_llmlab.cases import check_marker, marker_values
+    from pytest_llmlab.models.spec import SpecError
+
     settings = metafunc.config.stash[RESOURCES].settings
     try:
         cases = check_marker(settings, marker_values(metafunc.definition))
@@ -219,6 +226,8 @@ def llm(request: pytest.FixtureRequest, llm_case: LLMCase) -> Iterator[LLM]:
     an unavailable model errors the test at setup, or skips it under
     ``--llm-skip-unavailable``.
     """
+    from pytest_llmlab.runner import open_llm
+
     bound = open_llm(request.node, llm_case)
     yield bound
     bound.close()
@@ -227,6 +236,8 @@ def llm(request: pytest.FixtureRequest, llm_case: LLMCase) -> Iterator[LLM]:
 @pytest.fixture
 def meter(request: pytest.FixtureRequest) -> EnergyMeter:
     """Meter arbitrary code: ``with meter.window("label") as w: ...``; ``w.reading``."""
+    from pytest_llmlab.energy.meters import EnergyMeter
+
     return EnergyMeter(request.config.stash[RESOURCES].meters())
 
 
@@ -239,6 +250,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     body repeated per its plan, then the energy and TTFT budgets."""
     if "llm_case" not in pyfuncitem.fixturenames or inspect.iscoroutinefunction(pyfuncitem.obj):
         return None  # plain tests, and async ones (their plugin runs them), as usual
+    from pytest_llmlab.llm import LLM
+    from pytest_llmlab.runner import run_llm_body
+
     bound = pyfuncitem.funcargs.get("llm")
     run_llm_body(
         pyfuncitem,
@@ -272,6 +286,8 @@ def pytest_runtest_makereport(
     records = item.stash.get(RECORDS, None)
     if records is None:
         return report
+    from pytest_llmlab.resources import sanitize_report
+
     sanitize_report(report)
     if report.when == "call" and records.repeat_summary is not None:
         setattr(report, REPEAT_ATTR, records.repeat_summary)

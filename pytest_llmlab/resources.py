@@ -20,18 +20,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_llmlab.config import Settings, report_dir
-from pytest_llmlab.energy.calibration import (
-    CalibratedMeter,
-    load_calibration,
-    resolve_calibration,
-)
-from pytest_llmlab.energy.meters import MeterSelectionError, MeterSet
-from pytest_llmlab.models.registry import ProviderPool
-from pytest_llmlab.results import Spool
 
+# Built at every pytest start: the modules behind providers, meters and records are
+# imported when a session first needs them (bench/startup.py).
 if TYPE_CHECKING:
     from pytest_llmlab.cassettes import Cassettes, ItemTape, RunGenerations
+    from pytest_llmlab.energy.calibration import CalibratedMeter
+    from pytest_llmlab.energy.meters import MeterSet
+    from pytest_llmlab.models.registry import ProviderPool
     from pytest_llmlab.prefetch import Prefetcher
+    from pytest_llmlab.results import Spool
     from pytest_llmlab.spend import CostBudget
 
 #: The item's `ItemTape`: its judge's requests share the sample counts of its own.
@@ -103,22 +101,15 @@ class SessionResources:
         #: from inside a worker inherits.
         self.worker = str(getattr(config, "workerinput", {}).get("workerid", "main"))
         self.announce = announcer(config)
-        self.pool = ProviderPool(
-            base_urls=settings.base_urls,
-            timeout_s=settings.timeout,
-            deadline_s=settings.deadline,
-            threads=settings.threads,
-            ctx=settings.ctx,
-            retries=settings.retries,
-            concurrency=settings.concurrency,
-            announce=self.announce,
-        )
+        self._pool: ProviderPool | None = None
         self._config = config
         self._meters: MeterSet | None = None
         self._baseline_done = False
         self._calibrated: CalibratedMeter | None = None
         self._calibration_read = False
         self._run_generations: RunGenerations | None = None
+        #: What `bind_run` was given, until the first LLM item opens it.
+        self._run_binding: tuple[str | None, Path | None, Path | None] | None = None
         self._prefetcher: Prefetcher | None = None
         self._prefetcher_closed = False
         self._cassettes: Cassettes | None = None
@@ -132,10 +123,30 @@ class SessionResources:
                 rootdir=config.rootpath,
             )
 
+    @property
+    def pool(self) -> ProviderPool:
+        """The process's providers, built on first use (none start before theirs)."""
+        if self._pool is None:
+            from pytest_llmlab.models.registry import ProviderPool
+
+            settings = self.settings
+            self._pool = ProviderPool(
+                base_urls=settings.base_urls,
+                timeout_s=settings.timeout,
+                deadline_s=settings.deadline,
+                threads=settings.threads,
+                ctx=settings.ctx,
+                retries=settings.retries,
+                concurrency=settings.concurrency,
+                announce=self.announce,
+            )
+        return self._pool
+
     @classmethod
     def for_worker(cls, settings: Settings, config: pytest.Config) -> SessionResources:
         """An xdist worker's resources: the run id and spool the controller sent."""
         from pytest_llmlab.report.folder import spool_path
+        from pytest_llmlab.results import Spool
 
         workerinput: dict[str, Any] = getattr(config, "workerinput", {})
         run_id = workerinput.get("llmlab_run_id")
@@ -180,6 +191,8 @@ class SessionResources:
                 raise pytest.UsageError(f"pytest-llmlab: --llm-grid-zone: {exc}") from None
         self.calibrated_meter()
         if set(self.settings.meter) - {"auto", "none", "estimate"}:
+            from pytest_llmlab.energy.meters import MeterSelectionError
+
             try:
                 self.meters()
             except MeterSelectionError as exc:
@@ -188,6 +201,8 @@ class SessionResources:
     def meters(self) -> MeterSet:
         """The process's meters, chosen on first use (plugin meters included)."""
         if self._meters is None:
+            from pytest_llmlab.energy.meters import MeterSet
+
             extra = [
                 meter
                 for found in self._config.hook.pytest_llmlab_make_meters(config=self._config)
@@ -207,6 +222,11 @@ class SessionResources:
         value = self.settings.energy_coefficients
         if value is None:
             return None
+        from pytest_llmlab.energy.calibration import (
+            CalibratedMeter,
+            load_calibration,
+            resolve_calibration,
+        )
         from pytest_llmlab.fingerprint import hardware_fingerprint
 
         source = self.settings.sources.get("energy_coefficients", "command line")
@@ -265,11 +285,21 @@ class SessionResources:
     def bind_run(self, run_id: str | None, folder: Path | None, reuse: Path | None) -> None:
         """This process's part of a run: its generations log in the run's spool (for a
         later ``--llm-resume`` or rescore), and what it reuses (``reuse``: the merged
-        generations of earlier runs under ``--llm-resume``; ``--llm-rescore``'s file)."""
+        generations of earlier runs under ``--llm-resume``; ``--llm-rescore``'s file).
+        Opened when the first LLM item asks (`item_tape`)."""
+        self.run_id = run_id
+        self._run_binding = (run_id, folder, reuse)
+        self._run_generations = None
+
+    def _bound_run(self) -> RunGenerations | None:
+        """The `RunGenerations` of `bind_run`, made on first use."""
+        if self._run_binding is None:
+            return self._run_generations
+        run_id, folder, reuse = self._run_binding
+        self._run_binding = None
         from pytest_llmlab.cassettes import CassetteFile, RunGenerations
         from pytest_llmlab.report.folder import generations_log_path
 
-        self.run_id = run_id
         rescore = self.settings.rescore
         if reuse is None and rescore is not None:  # no report session: read it in place
             reuse = self._config.invocation_params.dir / Path(rescore).expanduser()
@@ -278,15 +308,17 @@ class SessionResources:
             shown = rescore if rescore is not None else "the previous run (--llm-resume)"
             source = CassetteFile(reuse, shown)
         log = generations_log_path(folder, run_id, self.worker) if folder and run_id else None
-        if log is None and source is None:
-            self._run_generations = None
-            return
-        self._run_generations = RunGenerations(log=log, reuse=source, strict=rescore is not None)
+        if log is not None or source is not None:
+            self._run_generations = RunGenerations(
+                log=log, reuse=source, strict=rescore is not None
+            )
+        return self._run_generations
 
     def item_tape(self, item: pytest.Item) -> ItemTape | None:
         """The cassette side of ``item`` (one per item: it counts the samples of each
         request), or None when nothing is recorded, replayed or logged."""
-        if self._cassettes is None and self._run_generations is None:
+        run = self._bound_run()
+        if self._cassettes is None and run is None:
             return None
         from pytest_llmlab.cassettes import ItemTape
 
@@ -296,7 +328,7 @@ class SessionResources:
                 test_id=item.nodeid,
                 test_file=item.path,
                 cassettes=self._cassettes,
-                run=self._run_generations,
+                run=run,
                 replayer=self.pool.replayer,
             )
             item.stash[_ITEM_TAPE] = tape
@@ -324,7 +356,9 @@ class SessionResources:
             self._run_generations.close()
         if self.spool is not None:
             self.spool.close()
-        self.pool.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._meters is not None:
             self._meters.close()
             self._meters = None

@@ -24,10 +24,11 @@ from typing import IO, TYPE_CHECKING, Any, TypedDict
 import pytest
 
 from pytest_llmlab.fingerprint import hardware, hardware_fingerprint
-from pytest_llmlab.models.base import Generation
+from pytest_llmlab.keys import RECORDS_ATTR, REPEAT_ATTR
 from pytest_llmlab.redact import redact_text, redact_value
 
 if TYPE_CHECKING:
+    from pytest_llmlab.models.base import Generation
     from pytest_llmlab.repeat import RepeatResult
 
 __all__ = [
@@ -51,8 +52,6 @@ __all__ = [
 #: Report attributes that carry a test's records and its repeated-runs summary. Plain
 #: attributes, not user_properties: pytest-xdist ships every JSON-able report attribute
 #: to the controller, and JUnit XML then gets only the short properties it should show.
-RECORDS_ATTR = "llmlab_records"
-REPEAT_ATTR = "llmlab_sampling"
 
 
 class Record(TypedDict):

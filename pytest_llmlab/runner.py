@@ -20,6 +20,7 @@ from pytest_llmlab.budgets import budget_failure
 from pytest_llmlab.cases import LLMCase, item_plan
 from pytest_llmlab.errors import ModelUnavailable
 from pytest_llmlab.judge import JudgeRequest, JudgeRunner, judging, response_format
+from pytest_llmlab.keys import RECORDS, RESOURCES
 from pytest_llmlab.llm import LLM, PREFETCHED
 from pytest_llmlab.models.base import Generation, Provider
 from pytest_llmlab.models.spec import parse_spec
@@ -28,9 +29,6 @@ from pytest_llmlab.resources import SessionResources
 from pytest_llmlab.results import PendingRecords, Record, record_from_generation
 
 __all__ = ["RECORDS", "RESOURCES", "open_llm", "run_llm_body"]
-
-RESOURCES = pytest.StashKey[SessionResources]()
-RECORDS = pytest.StashKey[PendingRecords]()
 
 
 def open_llm(

@@ -224,15 +224,14 @@ def test_huge_line_is_scanned_once(monkeypatch: pytest.MonkeyPatch) -> None:
     pieces looks at each character once (re-scanning what is pending would look at
     ~2 billion)."""
     scanned = 0
-    pattern = sse._LINE_END
+    split = sse._split
 
-    class Counting:
-        def finditer(self, text: str) -> Iterator[re.Match[str]]:
-            nonlocal scanned
-            scanned += len(text)
-            return pattern.finditer(text)
+    def counting(text: str) -> list[str]:
+        nonlocal scanned
+        scanned += len(text)
+        return split(text)
 
-    monkeypatch.setattr(sse, "_LINE_END", Counting())
+    monkeypatch.setattr(sse, "_split", counting)
     chunks = _one_line_chunks(16_000_000)
     lines = list(sse.iter_lines(chunks))
     assert [len(line) for line in lines] == [16_000_006, 0]

@@ -37,7 +37,6 @@ from pytest_llmlab.models.base import (
     Timings,
     TokenLogprob,
     ToolCall,
-    TopLogprob,
     Usage,
 )
 from pytest_llmlab.redact import redact_text
@@ -56,38 +55,65 @@ def chunk_problem(chunk: object) -> str | None:
     """Why ``chunk`` is not a ``chat.completion.chunk`` the assembler can read (one
     short phrase naming the field: ``choices[0].delta is a string, not an object``),
     or None. Absent fields and nulls are fine; a field of the wrong type is not.
+
+    Runs on every chunk of every stream: the common shape passes with a few lookups
+    (paths are only spelled out for a problem).
     """
     if not isinstance(chunk, dict):
         return _wrong("the chunk", chunk, "an object")
     for key in ("usage", "timings"):
-        if chunk.get(key) is not None and not isinstance(chunk[key], dict):
-            return _wrong(key, chunk[key], "an object")
+        value = chunk.get(key)
+        if value is not None and not isinstance(value, dict):
+            return _wrong(key, value, "an object")
     choices = chunk.get("choices")
     if choices is None:
         return None
     if not isinstance(choices, list):
         return _wrong("choices", choices, "an array")
     for i, choice in enumerate(choices):
-        path = f"choices[{i}]"
         if not isinstance(choice, dict):
-            return _wrong(path, choice, "an object")
-        index = choice.get("index", 0)
-        if isinstance(index, bool) or not isinstance(index, int):
-            return _wrong(f"{path}.index", index, "an integer")
-        if choice.get("finish_reason") is not None and not isinstance(choice["finish_reason"], str):
-            return _wrong(f"{path}.finish_reason", choice["finish_reason"], "a string")
-        delta = choice.get("delta")
-        if delta is not None and not isinstance(delta, dict):
-            return _wrong(f"{path}.delta", delta, "an object")
-        for key in ("content", "reasoning_content", "reasoning"):
-            value = (delta or {}).get(key)
-            if value is not None and not isinstance(value, str):
-                return _wrong(f"{path}.delta.{key}", value, "a string")
-        problem = _tool_calls_problem((delta or {}).get("tool_calls"), f"{path}.delta.tool_calls")
-        if problem is None:
-            problem = _logprobs_problem(choice.get("logprobs"), f"{path}.logprobs")
+            return _wrong(f"choices[{i}]", choice, "an object")
+        problem = _choice_problem(choice, f"choices[{i}]") if choice else None
         if problem is not None:
             return problem
+    return None
+
+
+def _choice_problem(choice: dict[str, Any], path: str) -> str | None:
+    index = choice.get("index", 0)
+    if type(index) is not int and (isinstance(index, bool) or not isinstance(index, int)):
+        return _wrong(f"{path}.index", index, "an integer")
+    finish_reason = choice.get("finish_reason")
+    if finish_reason is not None and not isinstance(finish_reason, str):
+        return _wrong(f"{path}.finish_reason", finish_reason, "a string")
+    delta = choice.get("delta")
+    if delta is not None:
+        if not isinstance(delta, dict):
+            return _wrong(f"{path}.delta", delta, "an object")
+        for key in ("content", "reasoning_content", "reasoning"):
+            value = delta.get(key)
+            if value is not None and not isinstance(value, str):
+                return _wrong(f"{path}.delta.{key}", value, "a string")
+        calls = delta.get("tool_calls")
+        if calls is not None:
+            problem = _tool_calls_problem(calls, f"{path}.delta.tool_calls")
+            if problem is not None:
+                return problem
+    logprobs = choice.get("logprobs")
+    if logprobs is None:
+        return None
+    if not isinstance(logprobs, dict):
+        return _wrong(f"{path}.logprobs", logprobs, "an object")
+    content = logprobs.get("content")
+    if content is None:
+        return None
+    if not isinstance(content, list):
+        return _wrong(f"{path}.logprobs.content", content, "an array")
+    for j, entry in enumerate(content):
+        # Entries without a usable logprob are skipped (`_token`), not errors.
+        top = entry.get("top_logprobs") if isinstance(entry, dict) else None
+        if top is not None and not isinstance(top, list):
+            return _wrong(f"{path}.logprobs.content[{j}].top_logprobs", top, "an array")
     return None
 
 
@@ -120,24 +146,6 @@ def _tool_calls_problem(calls: object, path: str) -> str | None:
     return None
 
 
-def _logprobs_problem(logprobs: object, path: str) -> str | None:
-    if logprobs is None:
-        return None
-    if not isinstance(logprobs, dict):
-        return _wrong(path, logprobs, "an object")
-    content = logprobs.get("content")
-    if content is None:
-        return None
-    if not isinstance(content, list):
-        return _wrong(f"{path}.content", content, "an array")
-    for j, entry in enumerate(content):
-        # Entries without a usable logprob are skipped (`_token`), not errors.
-        top = entry.get("top_logprobs") if isinstance(entry, dict) else None
-        if top is not None and not isinstance(top, list):
-            return _wrong(f"{path}.content[{j}].top_logprobs", top, "an array")
-    return None
-
-
 class ThinkSplitter:
     """Split streamed text into answer and ``<think>...</think>`` reasoning.
 
@@ -155,10 +163,21 @@ class ThinkSplitter:
 
     def feed(self, text: str) -> tuple[str, str]:
         """Return the (answer, reasoning) text that this chunk settles."""
-        buffer = self._pending + text
-        self._pending = ""
+        if not self._pending and "<" not in text:
+            # No tag and no start of one (both begin with "<"): all of it is settled
+            # (the rule of `_emit`, without its lists: this is every chunk's path).
+            if self.in_think:
+                return "", text
+            if self._after_close:
+                text = text.lstrip()
+                if not text:
+                    return "", ""
+                self._after_close = False
+            return text, ""
         answer: list[str] = []
         reasoning: list[str] = []
+        buffer = self._pending + text
+        self._pending = ""
         while buffer:
             tag = self.CLOSE if self.in_think else self.OPEN
             index = buffer.find(tag)
@@ -205,16 +224,26 @@ def _partial_suffix(text: str, tag: str) -> int:
 
 
 def _token(entry: dict[str, Any]) -> TokenLogprob | None:
+    """A ``logprobs.content`` entry as a token; None without a usable logprob."""
     logprob = entry.get("logprob")
     if not isinstance(logprob, int | float):
         return None
-    top = [
-        TopLogprob(token=str(alt.get("token", "")), logprob=float(alt["logprob"]))
-        for alt in entry.get("top_logprobs") or []
-        if isinstance(alt, dict) and isinstance(alt.get("logprob"), int | float)
-    ]
+    token = entry.get("token", "")
+    top = entry.get("top_logprobs") or ()
+    try:
+        # The shape every server sends, at the cost of the bare parse: ``+ ""`` and
+        # ``+ 0.0`` raise TypeError for anything but a string and a number.
+        alternatives = tuple([(alt["token"] + "", alt["logprob"] + 0.0) for alt in top])
+    except (KeyError, TypeError):
+        alternatives = tuple(
+            (str(alt.get("token", "")), float(alt["logprob"]))
+            for alt in top
+            if isinstance(alt, dict) and isinstance(alt.get("logprob"), int | float)
+        )
     # llama.cpp reports -inf as a very large negative number; keep what was sent.
-    return TokenLogprob(token=str(entry.get("token", "")), logprob=float(logprob), top=top)
+    return TokenLogprob.from_pairs(
+        token if isinstance(token, str) else str(token), float(logprob), alternatives
+    )
 
 
 def parse_arguments(text: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -293,21 +322,24 @@ class GenerationAssembler:
         """The answer so far."""
         return "".join(self._answer)
 
-    def add(self, chunk: dict[str, Any]) -> str:
+    def add(self, chunk: dict[str, Any], *, checked: bool = False) -> str:
         """Take one chunk; return the answer text it adds (possibly empty).
 
         A chunk of the wrong shape (see `chunk_problem`) raises ValueError naming the
         field and quoting the chunk (cut to 200 characters); nothing of it is taken.
+        ``checked``: the caller has already found no problem (the OpenAI stream checks
+        each chunk as it decodes it), so it is not looked for twice.
         """
-        problem = chunk_problem(chunk)
+        problem = None if checked else chunk_problem(chunk)
         if problem is not None:
             dumped = json.dumps(chunk, ensure_ascii=False, default=str)
             # Masked before it is cut (a cut key would show its start), quoted (repr).
             raise ValueError(f"{problem}: {redact_text(dumped)[:_QUOTE_CHARS]!r}")
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-        if isinstance(chunk.get("timings"), dict):
-            self._server_timings = chunk["timings"]
+        usage, timings = chunk.get("usage"), chunk.get("timings")
+        if isinstance(usage, dict):
+            self._usage = usage
+        if isinstance(timings, dict):
+            self._server_timings = timings
         added: list[str] = []
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:

@@ -7,9 +7,11 @@ records, cassettes) and users inspect them in assertions.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, computed_field
+from pydantic_core import core_schema
 
 from pytest_llmlab.energy.reading import EnergyReading
 from pytest_llmlab.extract import json_kind
@@ -102,27 +104,155 @@ class Request(BaseModel):
         return ""
 
 
-class TopLogprob(BaseModel):
-    """One alternative the model considered at a position."""
+class TopLogprob:
+    """One alternative the model considered at a position: ``token`` and ``logprob``."""
 
-    token: str
-    logprob: float
+    __slots__ = ("logprob", "token")
+
+    def __init__(self, token: str, logprob: float) -> None:
+        self.token = token
+        self.logprob = float(logprob)
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.logprob)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TopLogprob):
+            return NotImplemented
+        return self.token == other.token and self.logprob == other.logprob
+
+    def __hash__(self) -> int:
+        return hash((self.token, self.logprob))
+
+    def __repr__(self) -> str:
+        return f"TopLogprob(token={self.token!r}, logprob={self.logprob!r})"
+
+    def model_dump(self) -> dict[str, Any]:
+        """``{"token", "logprob"}``, as a pydantic model dumps."""
+        return {"token": self.token, "logprob": self.logprob}
+
+
+#: A position's alternatives as a token keeps them: ``(token, logprob)`` pairs.
+Alternatives = tuple[tuple[str, float], ...]
+
+
+class TokenLogprob:
+    """One generated token with its log-probability and the top alternatives.
+
+    Not a pydantic model, though it sits in Generation's fields and validates and
+    dumps like one (``{"token", "logprob", "top": [{"token", "logprob"}, ...]}``): a
+    generation holds one per token and five alternatives each, and as models they cost
+    ~7 us and three garbage-collected objects apiece (`bench/replay.py`, issue 14). The
+    alternatives are kept as plain pairs, which the cyclic collector stops tracking,
+    and ``top`` builds the `TopLogprob` list when it is read.
+    """
+
+    __slots__ = ("_alternatives", "logprob", "token")
+
+    def __init__(
+        self,
+        token: str,
+        logprob: float,
+        top: Iterable[TopLogprob | tuple[str, float]] = (),
+    ) -> None:
+        self.token = token
+        self.logprob = float(logprob)
+        self._alternatives: Alternatives = tuple(
+            (alt.token, alt.logprob) if isinstance(alt, TopLogprob) else (alt[0], float(alt[1]))
+            for alt in top
+        )
+
+    @classmethod
+    def from_pairs(cls, token: str, logprob: float, alternatives: Alternatives) -> TokenLogprob:
+        """A token from already-checked parts (the stream assembler's fast path)."""
+        made = cls.__new__(cls)
+        made.token, made.logprob, made._alternatives = token, logprob, alternatives
+        return made
+
+    @property
+    def top(self) -> list[TopLogprob]:
+        """The alternatives, most likely first as the server sent them (a new list on
+        every read: change a token by making a new one)."""
+        return [TopLogprob(token, logprob) for token, logprob in self._alternatives]
+
+    @property
+    def alternatives(self) -> Alternatives:
+        """The alternatives as ``(token, logprob)`` pairs, without building objects."""
+        return self._alternatives
 
     @property
     def prob(self) -> float:
         return math.exp(self.logprob)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TokenLogprob):
+            return NotImplemented
+        return (self.token, self.logprob, self._alternatives) == (
+            other.token,
+            other.logprob,
+            other._alternatives,
+        )
 
-class TokenLogprob(BaseModel):
-    """One generated token with its log-probability and the top alternatives."""
+    def __hash__(self) -> int:
+        return hash((self.token, self.logprob, self._alternatives))
 
-    token: str
-    logprob: float
-    top: list[TopLogprob] = Field(default_factory=list)
+    def __repr__(self) -> str:
+        return f"TokenLogprob(token={self.token!r}, logprob={self.logprob!r}, top={self.top!r})"
 
-    @property
-    def prob(self) -> float:
-        return math.exp(self.logprob)
+    def model_dump(self) -> dict[str, Any]:
+        """The JSON form records and cassettes hold (as a pydantic model dumps)."""
+        return {
+            "token": self.token,
+            "logprob": self.logprob,
+            "top": [{"token": token, "logprob": logprob} for token, logprob in self._alternatives],
+        }
+
+    @classmethod
+    def coerce(cls, value: object) -> TokenLogprob:
+        """A TokenLogprob from itself or its JSON form; ValueError naming what is wrong."""
+        if isinstance(value, TokenLogprob):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"a token is {json_kind(value)}, not an object")  # noqa: TRY004  # pydantic wants ValueError
+        top = value.get("top") or ()
+        if not isinstance(top, list | tuple):
+            raise ValueError(f"a token's top is {json_kind(top)}, not an array")  # noqa: TRY004
+        pairs = []
+        for alt in top:
+            if isinstance(alt, TopLogprob):
+                pairs.append((alt.token, alt.logprob))
+                continue
+            if not isinstance(alt, Mapping):
+                raise ValueError(f"an alternative is {json_kind(alt)}, not an object")  # noqa: TRY004
+            pairs.append((_text(alt.get("token"), "an alternative's token"),
+                          _number(alt.get("logprob"), "an alternative's logprob")))  # fmt: skip
+        return cls.from_pairs(
+            _text(value.get("token"), "a token's token"),
+            _number(value.get("logprob"), "a token's logprob"),
+            tuple(pairs),
+        )
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls.coerce,
+            serialization=core_schema.plain_serializer_function_ser_schema(cls.model_dump),
+        )
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is {json_kind(value)}, not a string")  # noqa: TRY004
+    return value
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} is {json_kind(value)}, not a number")  # noqa: TRY004
+    return float(value)
 
 
 class ToolCall(BaseModel):

@@ -545,6 +545,13 @@ class ChunkStream:
         """Whether an answer of ``content_type`` is the stream this format reads."""
         return is_event_stream(content_type)
 
+    @property
+    def chunks_checked(self) -> bool:
+        """Whether every chunk this stream yields has passed `chunk_problem`: the base
+        `_read` checks each in `_decode`; a format that reads its own (a subclass's
+        `_read`) builds chunks the assembler must still check."""
+        return type(self)._read is ChunkStream._read
+
     def _read(self, response: httpx.Response, where: str) -> Iterator[dict[str, Any]]:
         """The answer's chunks (OpenAI format), raising StreamError for a stream that
         breaks the format's rules. Here: SSE ``chat.completion.chunk`` events up to

@@ -79,6 +79,12 @@ def _too_large(limit: int) -> ValueError:
     return ValueError(f"an event larger than {size} (the limit per event)")
 
 
+def _split(chunk: str) -> list[str]:
+    """The pieces of ``chunk`` between its line ends (CRLF, LF, CR); the last is what
+    follows the last line end. One scan: ``str.split`` where LF is the only end."""
+    return chunk.split("\n") if "\r" not in chunk else _LINE_END.split(chunk)
+
+
 def iter_lines(chunks: Iterable[str], *, max_size: int | None = MAX_EVENT_SIZE) -> Iterator[str]:
     """Split decoded text into SSE lines at CR, LF or CRLF only.
 
@@ -89,7 +95,7 @@ def iter_lines(chunks: Iterable[str], *, max_size: int | None = MAX_EVENT_SIZE) 
     ``max_size`` raises ValueError. Text after the last line end is the last line.
     """
     pieces: list[str] = []  # the unfinished line, from earlier chunks
-    size = 0
+    size = 0  # its length
     after_cr = False  # the last chunk ended in CR: an LF starting this one is its CRLF
     for chunk in chunks:
         if not chunk:
@@ -97,23 +103,25 @@ def iter_lines(chunks: Iterable[str], *, max_size: int | None = MAX_EVENT_SIZE) 
         if after_cr and chunk[0] == "\n":
             chunk = chunk[1:]
         after_cr = chunk.endswith("\r")
-        start = 0
-        for match in _LINE_END.finditer(chunk):
-            end = match.start()
-            if max_size is not None and size + end - start > max_size:
+        lines = _split(chunk)
+        rest = lines.pop()
+        # No line is longer than the chunk and what was pending: most chunks need no
+        # look at each line's length.
+        if max_size is not None and size + len(chunk) > max_size:
+            if lines and size + len(lines[0]) > max_size:
                 raise _too_large(max_size)
+            rest_size = len(rest) if lines else size + len(rest)
+            if any(len(line) > max_size for line in lines) or rest_size > max_size:
+                raise _too_large(max_size)
+        if lines:
             if pieces:
-                pieces.append(chunk[start:end])
-                yield "".join(pieces)
+                pieces.append(lines[0])
+                lines[0] = "".join(pieces)
                 pieces, size = [], 0
-            else:
-                yield chunk[start:end]
-            start = match.end()
-        if start < len(chunk):
-            size += len(chunk) - start
-            if max_size is not None and size > max_size:
-                raise _too_large(max_size)
-            pieces.append(chunk[start:])
+            yield from lines
+        if rest:
+            size += len(rest)
+            pieces.append(rest)
     if pieces:
         yield "".join(pieces)
 

@@ -184,16 +184,15 @@ class ReportSession:
         """Share overlapping windows' energy (xdist workers on one host), rewrite the
         file with the attributed readings, then write the CSV and HTML reports and the
         history."""
-        from pytest_llmlab.report.attribution_pass import attribute_records
-        from pytest_llmlab.report.load import load_records
-
         self._recover_reported()
         self.writer.close()
         if not self.writer.count:
             return
-        # Every worker is down by now: all records are in the file, spools are spent.
+        from pytest_llmlab.report.attribution_pass import attribute_records
         from pytest_llmlab.report.folder import merge_run_generations
+        from pytest_llmlab.report.load import load_records
 
+        # Every worker is down by now: all records are in the file, spools are spent.
         merge_run_generations(self.folder.path, self.run_id)
         self.folder.remove_spool(self.run_id)
         records = load_records(self.writer.path)
