@@ -131,7 +131,6 @@ class GenerationStream:
         if self._generation is not None:
             return
         checked = bool(getattr(self._handle, "chunks_checked", False))
-        window = self._window
         try:
             for index, chunk in enumerate(self._handle):
                 try:
@@ -140,12 +139,8 @@ class GenerationStream:
                     raise StreamError(
                         f"malformed chunk in stream from {self._where} after {index} chunks: {exc}"
                     ) from None
-                if (
-                    window is not None
-                    and window.first_token is None
-                    and self._assembler.first_token_ns is not None
-                ):
-                    window.mark_first_token()
+                if self._window is not None and self._assembler.first_token_ns is not None:
+                    self._window.mark_first_token()
                 if text:
                     yield text
         except LLMLabError as exc:  # a refused connection too: record, then raise

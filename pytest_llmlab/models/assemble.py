@@ -73,7 +73,7 @@ def chunk_problem(chunk: object) -> str | None:
     for i, choice in enumerate(choices):
         if not isinstance(choice, dict):
             return _wrong(f"choices[{i}]", choice, "an object")
-        problem = _choice_problem(choice, f"choices[{i}]") if choice else None
+        problem = _choice_problem(choice, f"choices[{i}]")
         if problem is not None:
             return problem
     return None
@@ -81,7 +81,7 @@ def chunk_problem(chunk: object) -> str | None:
 
 def _choice_problem(choice: dict[str, Any], path: str) -> str | None:
     index = choice.get("index", 0)
-    if type(index) is not int and (isinstance(index, bool) or not isinstance(index, int)):
+    if isinstance(index, bool) or not isinstance(index, int):
         return _wrong(f"{path}.index", index, "an integer")
     finish_reason = choice.get("finish_reason")
     if finish_reason is not None and not isinstance(finish_reason, str):
