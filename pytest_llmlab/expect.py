@@ -35,7 +35,7 @@ from pytest_llmlab.extract import (
     extract_json,
     validate,
 )
-from pytest_llmlab.models.base import Generation, ToolCall
+from pytest_llmlab.models.base import CHECK_TOP_LOGPROBS, Generation, ToolCall
 from pytest_llmlab.scoring import (
     DEFAULT_CHOICES,
     SIMILARITY_MODEL,
@@ -441,7 +441,8 @@ class Confidence:
     - ``entropy``: mean over positions of the entropy (nats) of the top alternatives,
       renormalized to sum to 1. An approximation: the probability mass outside the top
       k is ignored, so it is close on confident positions and too low on flat ones;
-      None when the backend sent no alternatives.
+      None when the backend sent no alternatives or the request asked for one only
+      (top alternatives are asked for with ``top_logprobs``).
     """
 
     mean_prob: float
@@ -466,7 +467,12 @@ def confidence_of(gen: Generation) -> Confidence | None:
     if not gen.tokens:
         return None
     probs = [token.prob for token in gen.tokens]
-    entropies = [_entropy([alt.prob for alt in token.top]) for token in gen.tokens if token.top]
+    # One alternative asked for has no spread to measure (its renormalized entropy is 0
+    # whatever the model's doubt); one sent when more were asked is a certain position.
+    spread = gen.request.alternatives != 1
+    entropies = [
+        _entropy([alt.prob for alt in token.top]) for token in gen.tokens if token.top and spread
+    ]
     mean_logprob = sum(token.logprob for token in gen.tokens) / len(gen.tokens)
     return Confidence(
         mean_prob=sum(probs) / len(probs),
@@ -566,6 +572,19 @@ class Expectation:
             self._fail(check, "the output is empty: no tokens to score")
         else:
             self._unsupported(check, f"no logprobs from {model}: the backend does not return them")
+        return True
+
+    def _no_alternatives(self, check: str) -> bool:
+        """True (after failing) when the request asked for no top alternatives and none
+        came: they are off by default (`Request`), so the test must ask for them."""
+        if self.gen.request.alternatives or any(token.top for token in self.gen.tokens):
+            return False
+        self._fail(
+            check,
+            f"no top alternatives from {self.gen.model}: the request asked for none (they "
+            f"are off by default: pass top_logprobs={CHECK_TOP_LOGPROBS} to the call or to "
+            "@pytest.mark.llm)",
+        )
         return True
 
     def _extracted(self, check: str) -> tuple[bool, Any]:
@@ -1008,8 +1027,9 @@ class Expectation:
         ``min_mean``: mean token probability; ``min_prob``: every token's probability;
         ``first_token``: the first token's probability; ``max_perplexity``:
         ``exp(-mean logprob)``; ``max_entropy``: mean entropy (nats) of the top
-        alternatives. Each threshold missed is one failure; the doubtful token is
-        marked. Without logprobs the check is skipped (failed under strict capabilities).
+        alternatives (the request must ask for them: ``top_logprobs``). Each threshold
+        missed is one failure; the doubtful token is marked. Without logprobs the check
+        is skipped (failed under strict capabilities).
         """
         given = {
             "min_mean": min_mean,
@@ -1051,9 +1071,16 @@ class Expectation:
             )
         if max_entropy is not None:
             check = _label("confidence", max_entropy=max_entropy)
-            if stats.entropy is None:
+            if self._no_alternatives(check):
+                pass
+            elif stats.entropy is None:
                 self._unsupported(
-                    check, f"no top alternatives from {self.gen.model}: ask for top_logprobs"
+                    check,
+                    f"one top alternative per token from {self.gen.model} has no spread: "
+                    "entropy needs top_logprobs of 2 or more"
+                    if self.gen.request.alternatives == 1
+                    else f"no top alternatives from {self.gen.model}: the backend does not "
+                    "return them",
                 )
             elif stats.entropy > max_entropy:
                 self._fail(
@@ -1070,13 +1097,16 @@ class Expectation:
         the alternatives at that position that spell that token (``"Paris"`` and
         ``" Paris"`` both count). When the output does not contain the answer, the first
         position's alternatives are used, and one of them must spell the whole answer:
-        fails when none does. Without logprobs: skipped (failed under strict capabilities).
+        fails when none does. Reads the alternatives, so the request must ask for them
+        (``top_logprobs``; a suite case with this check does); when the backend sends
+        none, the chosen token alone. Without logprobs: skipped (failed under strict
+        capabilities).
         """
         check = _label("answer_prob", answer, min=min)
         wanted = answer.strip()
         if not wanted:
             raise ValueError("answer_prob() needs a non-empty answer")
-        if self._no_logprobs(check):
+        if self._no_logprobs(check) or self._no_alternatives(check):
             return self
         tokens = self.gen.tokens
         joined = "".join(token.token for token in tokens)

@@ -197,8 +197,15 @@ def lp(token: str, logprob: float, top: list[tuple[str, float]] | None = None) -
     }
 
 
-def assembler(clock: FakeClock | None = None, temperature: float = 0.2) -> GenerationAssembler:
-    request = Request(messages=[Message(role="user", content="hi")], temperature=temperature)
+def assembler(
+    clock: FakeClock | None = None, temperature: float = 0.2, top_logprobs: int | None = 5
+) -> GenerationAssembler:
+    """An assembler for a request asking for ``top_logprobs`` alternatives per token."""
+    request = Request(
+        messages=[Message(role="user", content="hi")],
+        temperature=temperature,
+        top_logprobs=top_logprobs,
+    )
     return GenerationAssembler(
         request=request,
         model="alias",
@@ -304,6 +311,15 @@ def test_logprobs_parsed_with_top_alternatives() -> None:
     ]
     assert tokens[1].prob == pytest.approx(math.exp(-0.5))
     assert tokens[0].top[1].prob == pytest.approx(math.exp(-4.6))
+
+
+@pytest.mark.parametrize("asked", [None, 0], ids=["default", "zero"])
+def test_alternatives_not_asked_for_are_dropped(asked: int | None) -> None:
+    """The one alternative a server is asked for by default (llama.cpp sends no logprob
+    for 0) is not kept: ``top`` is empty, the token's own logprob stays."""
+    asm = assembler(top_logprobs=asked)
+    asm.add(chunk("Par", logprobs=[lp("Par", -0.01, [("Par", -0.01)])]))
+    assert [(t.token, t.logprob, t.top) for t in asm.finish().tokens] == [("Par", -0.01, [])]
 
 
 def test_logprob_entries_without_numbers_are_skipped() -> None:

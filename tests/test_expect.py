@@ -89,8 +89,10 @@ def make_gen(
     error: str | None = None,
     energy: EnergyReading | None = None,
     logprobs: bool = True,
+    top_logprobs: int | None = 5,
 ) -> Generation:
-    """A finished generation as the assembler would build it."""
+    """A finished generation as the assembler would build it (asked for 5 alternatives
+    per token unless ``top_logprobs`` says otherwise)."""
     return Generation(
         text=text,
         tokens=[
@@ -114,6 +116,7 @@ def make_gen(
             temperature=temperature,
             max_tokens=16,
             logprobs=logprobs,
+            top_logprobs=top_logprobs,
         ),
         energy=energy if energy is not None else reading("measured"),
     )
@@ -619,6 +622,7 @@ def test_an_empty_output_has_no_confidence() -> None:
 
 
 def test_entropy_without_alternatives_is_a_capability_the_rest_still_checked() -> None:
+    """Asked for alternatives, the backend sent none: a capability it lacks (skipped)."""
     gen = make_gen(tokens=[(t, p, []) for t, p, _ in PARIS_TOKENS])
     with collecting() as checks:
         expect(gen).confidence(min_mean=0.9, max_entropy=1.0)
@@ -626,9 +630,44 @@ def test_entropy_without_alternatives_is_a_capability_the_rest_still_checked() -
     assert checks.skips == [
         (
             "confidence(max_entropy=1.0): no top alternatives from local:smollm2-135m: "
-            "ask for top_logprobs"
+            "the backend does not return them"
         )
     ]
+
+
+def test_one_alternative_per_token_gives_no_entropy() -> None:
+    """top_logprobs=1 has no spread to measure: no entropy rather than a certain 0."""
+    tokens: Tokens = [(t, p, [(t, p)]) for t, p, _ in PARIS_TOKENS]
+    gen = make_gen(tokens=tokens, top_logprobs=1)
+    stats = confidence_of(gen)
+    assert stats is not None and stats.entropy is None
+    with collecting() as checks:
+        expect(gen).confidence(max_entropy=1.0)
+    assert checks.skips == [
+        (
+            "confidence(max_entropy=1.0): one top alternative per token from "
+            "local:smollm2-135m has no spread: entropy needs top_logprobs of 2 or more"
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "check",
+    [lambda e: e.confidence(max_entropy=1.0), lambda e: e.answer_prob("Paris", min=0.5)],
+    ids=["entropy", "answer_prob"],
+)
+def test_alternatives_not_asked_for_fail_with_the_fix(
+    check: Callable[[Expectation], object],
+) -> None:
+    """Alternatives are off by default: a check that reads them fails (not skips, as for
+    logprobs=False) and says how to ask, even where confidence itself is fine."""
+    gen = make_gen(tokens=[(t, p, []) for t, p, _ in PARIS_TOKENS], top_logprobs=None)
+    line = failure_line(check, gen)
+    assert line.endswith(
+        "no top alternatives from local:smollm2-135m: the request asked for none (they are "
+        "off by default: pass top_logprobs=5 to the call or to @pytest.mark.llm)"
+    )
+    expect(gen).confidence(min_mean=0.2)  # token logprobs are still there
 
 
 SKIPPING_TEST = """

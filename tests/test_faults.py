@@ -324,7 +324,7 @@ def test_normal_stream(server: LoopbackServer, bind: Callable[..., Bound]) -> No
     """
     server.play(stream(["Paris", " is", " the capital."], prompt_tokens=11, finish_reason="stop"))
     bound = bind(server.base_url)
-    gen = bound.llm.generate("What is the capital of France?")
+    gen = bound.llm.generate("What is the capital of France?", top_logprobs=5)
     assert gen.text == "Paris is the capital."
     assert gen.finish_reason == "stop"
     assert gen.error is None
@@ -442,8 +442,10 @@ def test_request_body_carries_the_call(server: LoopbackServer, bind: Callable[..
     assert body["seed"] == 7
     assert body["max_tokens"] == 16
     assert body["stop"] == ["END"]
+    # Token logprobs on, alternatives off by default: one is asked for, the fewest
+    # that makes llama.cpp's server send the token's own logprob.
     assert body["logprobs"] is True
-    assert body["top_logprobs"] == 5
+    assert body["top_logprobs"] == 1
     assert body["top_p"] == 0.9
 
 
@@ -479,10 +481,15 @@ def test_logprobs_off_and_top_logprobs_param(
     plain = bound.llm.generate("x", logprobs=False)
     assert plain.tokens == []
     gen = bound.llm.generate("x", top_logprobs=2)
-    first, second = (p.body for p in server.posts)
+    default = bound.llm.generate("x")
+    first, second, third = (p.body for p in server.posts)
     assert "logprobs" not in first and "top_logprobs" not in first
     assert (second["logprobs"], second["top_logprobs"]) == (True, 2)
     assert all(len(token.top) == 2 for token in gen.tokens) and gen.tokens
+    # By default the one alternative the server must be asked for is dropped.
+    assert (third["logprobs"], third["top_logprobs"]) == (True, 1)
+    assert default.tokens and all(token.top == [] for token in default.tokens)
+    assert [t.logprob for t in default.tokens] == [t.logprob for t in gen.tokens]
 
 
 @pytest.mark.parametrize("api_key", [None, API_KEY], ids=["no-key", "key"])

@@ -183,6 +183,22 @@ def test_logprobs_become_tokens_with_alternatives(double: GeminiDouble) -> None:
     assert (config["responseLogprobs"], config["logprobs"]) == (True, 2)
 
 
+def test_chosen_token_logprobs_without_alternatives(double: GeminiDouble) -> None:
+    """``gemini_logprobs`` without ``top_logprobs``: ``responseLogprobs`` only (the
+    chosen candidates), no ``logprobs`` count; any candidates sent are not kept."""
+    steps = [("Blue", -0.1, [("Blue", -0.1), ("Azure", -2.5)])]
+    double.play(stream(response("Blue", finish="STOP", logprobs=steps)))
+    request = Request(
+        messages=[Message(role="user", content="colour?")],
+        temperature=0.0,
+        params={"gemini_logprobs": True},
+    )
+    gen = generate(double, request)
+    config = double.posts[0].body["generationConfig"]
+    assert config["responseLogprobs"] is True and "logprobs" not in config
+    assert [(t.token, t.logprob, t.top) for t in gen.tokens] == [("Blue", -0.1, [])]
+
+
 def test_logprobs_are_not_asked_for_by_default(double: GeminiDouble) -> None:
     generate(double)  # Request.logprobs is True by default
     config = double.posts[0].body["generationConfig"]

@@ -44,17 +44,30 @@ def test_paris_at_temperature_0(llm: LLM) -> None:
 
 
 def test_logprobs_present_finite_and_consistent_with_text(llm: LLM) -> None:
-    gen = llm.generate(PARIS, max_tokens=16)
+    gen = llm.generate(PARIS, max_tokens=16, top_logprobs=5)
     assert gen.tokens, "llama.cpp sends logprobs when asked"
     assert "".join(t.token for t in gen.tokens) == gen.text
     for token in gen.tokens:
         assert math.isfinite(token.logprob) and token.logprob <= 0.0
         assert 0.0 < token.prob <= 1.0
-        assert 1 <= len(token.top) <= 5
+        assert len(token.top) == 5
         assert token.top == sorted(token.top, key=lambda t: -t.logprob)
         # At temperature 0 the chosen token is the most likely one.
         assert token.top[0].token == token.token
         assert token.top[0].logprob == pytest.approx(token.logprob)
+
+
+def test_by_default_token_logprobs_without_alternatives(llm: LLM) -> None:
+    """The default policy on real llama.cpp: each token's own logprob (the same value
+    as when alternatives are asked for), no alternatives kept."""
+    plain = llm.generate(PARIS, max_tokens=16)
+    full = llm.generate(PARIS, max_tokens=16, top_logprobs=5)
+    assert plain.text == full.text and plain.tokens
+    assert all(token.top == [] for token in plain.tokens)
+    assert [t.token for t in plain.tokens] == [t.token for t in full.tokens]
+    assert [t.logprob for t in plain.tokens] == pytest.approx(
+        [t.logprob for t in full.tokens], abs=1e-4
+    )
 
 
 def test_usage_and_timings_are_populated_and_consistent(llm: LLM) -> None:

@@ -151,9 +151,18 @@ def test_logprobs_become_tokens_with_their_alternatives(ollama: OllamaDouble) ->
 def test_the_client_librarys_logprobs_entry(ollama: OllamaDouble) -> None:
     """ollama-python's test_client_chat_with_logprobs entry, on a streamed line."""
     ollama.play(lines(line("Hello", logprobs=DOC_LOGPROBS), DOC_FINAL))
-    (token,) = llm(ollama).generate("Hi").tokens
+    (token,) = llm(ollama).generate("Hi", top_logprobs=2).tokens
     assert (token.token, token.logprob) == ("Hello", -0.1)
     assert [(a.token, a.logprob) for a in token.top] == [("Hello", -0.1), ("Hi", -1.0)]
+
+
+def test_by_default_token_logprobs_without_alternatives(ollama: OllamaDouble) -> None:
+    """The default asks Ollama for 0 alternatives: each token keeps its own logprob."""
+    gen = llm(ollama).generate("hi")
+    body = ollama.chats[0].body
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 0)
+    assert [t.logprob for t in gen.tokens] == [expected_logprob(i) for i in range(4)]
+    assert all(t.top == [] for t in gen.tokens)
 
 
 def test_top_logprobs_is_capped_at_ollamas_limit(ollama: OllamaDouble) -> None:

@@ -155,7 +155,35 @@ def test_a_marker_turns_logprobs_off_without_top_logprobs(lab: SuiteLab) -> None
     lab.run().assert_outcomes(passed=2)
     marked, called = lab.bodies()
     assert "logprobs" not in marked and "top_logprobs" not in marked
-    assert called["logprobs"] is True and called["top_logprobs"] == 5
+    assert called["logprobs"] is True and called["top_logprobs"] == 1
+
+
+def test_suite_cases_ask_for_alternatives_only_when_a_check_reads_them(lab: SuiteLab) -> None:
+    """The logprobs policy on a suite: token logprobs always, top alternatives (5) for
+    ``answer_prob`` and an entropy bound, and the case's own ``top_logprobs`` wins."""
+    lab.write(
+        "policy.suite.yaml",
+        """
+        cases:
+          - id: plain
+            prompt: p1
+            checks: [{contains: fine}, {confidence: 0.01}]
+          - id: answer
+            prompt: p2
+            checks: [{answer_prob: {answer: fine, min: 0.01}}]
+          - id: entropy
+            prompt: p3
+            checks: [{confidence: {max_entropy: 9}}]
+          - id: own
+            prompt: p4
+            params: {top_logprobs: 2}
+            checks: [{answer_prob: {answer: fine, min: 0.01}}]
+        """,
+    )
+    lab.always("fine")
+    lab.run().assert_outcomes(passed=4)
+    asked = {body["messages"][-1]["content"]: body["top_logprobs"] for body in lab.bodies()}
+    assert asked == {"p1": 1, "p2": 5, "p3": 5, "p4": 2}
 
 
 def test_workers_generate_ahead_only_what_they_run(lab: SuiteLab) -> None:

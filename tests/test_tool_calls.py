@@ -344,10 +344,13 @@ def test_llama_cpp_gets_n_probs_instead_of_logprobs_with_tools(
         body = provider.request_body(request(tools))
     finally:
         provider.close()
+    # One alternative by default (the fewest that brings the token's own logprob).
     if tools:
-        assert body["n_probs"] == 5 and "logprobs" not in body and "top_logprobs" not in body
+        assert body["n_probs"] == 1 and "logprobs" not in body and "top_logprobs" not in body
     else:
-        assert (body["logprobs"], body["top_logprobs"]) == (True, 5) and "n_probs" not in body
+        assert (body["logprobs"], body["top_logprobs"]) == (True, 1) and "n_probs" not in body
+    asked = provider.request_body(request(tools).model_copy(update={"top_logprobs": 4}))
+    assert asked.get("n_probs", asked.get("top_logprobs")) == 4
 
 
 def test_marker_tools_become_request_tools_and_the_call_wins() -> None:

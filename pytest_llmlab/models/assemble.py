@@ -223,13 +223,15 @@ def _partial_suffix(text: str, tag: str) -> int:
     return 0
 
 
-def _token(entry: dict[str, Any]) -> TokenLogprob | None:
-    """A ``logprobs.content`` entry as a token; None without a usable logprob."""
+def _token(entry: dict[str, Any], alternatives_wanted: bool) -> TokenLogprob | None:
+    """A ``logprobs.content`` entry as a token; None without a usable logprob.
+    ``alternatives_wanted`` False: its ``top_logprobs`` are dropped (the one a server
+    must be asked for to send the token's own logprob, see `Request.alternatives`)."""
     logprob = entry.get("logprob")
     if not isinstance(logprob, int | float):
         return None
     token = entry.get("token", "")
-    top = entry.get("top_logprobs") or ()
+    top = (entry.get("top_logprobs") or ()) if alternatives_wanted else ()
     try:
         # The shape every server sends, at the cost of the bare parse: ``+ ""`` and
         # ``+ 0.0`` raise TypeError for anything but a string and a number.
@@ -310,6 +312,7 @@ class GenerationAssembler:
         self._answer: list[str] = []
         self._reasoning: list[str] = []
         self._tokens: list[TokenLogprob] = []
+        self._alternatives_wanted = request.alternatives > 0
         self._content_chunks = 0
         self._calls: dict[int, _CallParts] = {}
         self._last_call: int | None = None
@@ -365,7 +368,10 @@ class GenerationAssembler:
                     added.append(answer)
             logprobs = choice.get("logprobs") or {}
             for entry in logprobs.get("content") or []:
-                if isinstance(entry, dict) and (token := _token(entry)) is not None:
+                if (
+                    isinstance(entry, dict)
+                    and (token := _token(entry, self._alternatives_wanted)) is not None
+                ):
                     self._tokens.append(token)
                     if call is not None:
                         call.tokens.append(token)

@@ -76,8 +76,20 @@ def tool_problem(tool: object, path: str = "tool") -> str | None:
     return None
 
 
+#: Top alternatives per token a suite case asks for when one of its checks reads them
+#: (``answer_prob``, ``confidence: {max_entropy: ...}``) and its params name no
+#: ``top_logprobs``.
+CHECK_TOP_LOGPROBS = 5
+
+
 class Request(BaseModel):
-    """Everything sent for one generation, minus credentials."""
+    """Everything sent for one generation, minus credentials.
+
+    Logprobs policy: ``logprobs`` (each generated token's own logprob, what confidence
+    checks read) is on unless asked off; ``top_logprobs`` (the alternatives at each
+    position, what entropy and ``answer_prob`` read) is None, meaning none, unless asked
+    for: they cost the server, the wire and the client on every token.
+    """
 
     messages: list[Message]
     temperature: float
@@ -94,6 +106,11 @@ class Request(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     #: Extra provider parameters passed through verbatim (``top_p``, ``response_format``...).
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def alternatives(self) -> int:
+        """How many top alternatives per token this request asks for (0: none)."""
+        return max(0, self.top_logprobs or 0) if self.logprobs else 0
 
     @property
     def prompt(self) -> str:

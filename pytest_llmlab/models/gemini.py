@@ -482,7 +482,8 @@ class GeminiProvider(OpenAICompatible):
         sent as written) and the shorthands ``thinking_budget``, ``include_thoughts``,
         ``thinking_level``; ``responseMimeType`` / ``responseJsonSchema`` from OpenAI's
         ``response_format``; a ``generation_config`` object is merged in last, as
-        written. Logprobs (``responseLogprobs: true``, ``logprobs: top_logprobs``) only
+        written. Logprobs (``responseLogprobs: true``, plus ``logprobs: top_logprobs`` when
+        alternatives are asked for) only
         when the request wants them *and* the params say ``gemini_logprobs: true``:
         models without them (gemini-2.5-flash among them) answer HTTP 400 "Logprobs is
         not enabled", and a request asks for logprobs by default. Any other param goes
@@ -509,9 +510,9 @@ class GeminiProvider(OpenAICompatible):
             config["thinkingConfig"] = thinking
         config.update(_response_format(params.pop("response_format", None)))
         if params.pop("gemini_logprobs", False) is True and request.logprobs:
-            top = request.top_logprobs if request.top_logprobs is not None else self.top_logprobs
-            config["responseLogprobs"] = True
-            config["logprobs"] = top
+            config["responseLogprobs"] = True  # the chosen tokens' logprobs
+            if request.alternatives:
+                config["logprobs"] = request.alternatives
         config.update(params.pop("generation_config", None) or {})
         body: dict[str, Any] = {"contents": contents}
         if system:

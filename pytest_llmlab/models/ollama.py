@@ -593,9 +593,8 @@ class OllamaProvider(OpenAICompatible):
         if request.stop:
             options["stop"] = request.stop
         if request.logprobs:
-            top = request.top_logprobs if request.top_logprobs is not None else self.top_logprobs
             body["logprobs"] = True
-            body["top_logprobs"] = max(0, min(MAX_TOP_LOGPROBS, top))
+            body["top_logprobs"] = min(MAX_TOP_LOGPROBS, request.alternatives)
         if request.tools and request.tool_choice != "none":
             body["tools"] = request.tools
         for key, value in request.params.items():

@@ -205,7 +205,6 @@ class OpenAICompatible:
         require_key: bool = False,
         timeout_s: float = 120.0,
         deadline_s: float | None = None,
-        top_logprobs: int = 5,
         llama_tokenizer: bool = False,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -220,7 +219,6 @@ class OpenAICompatible:
         self.endpoint = redact_url(self.base_url)
         self.timeout_s = timeout_s
         self.deadline_s = deadline_s
-        self.top_logprobs = top_logprobs
         self._llama_tokenizer = llama_tokenizer
         self.retry = retry or RetryPolicy()
         self._api_key = api_key
@@ -331,9 +329,12 @@ class OpenAICompatible:
         if request.stop:
             body["stop"] = request.stop
         if request.logprobs:
-            top = request.top_logprobs if request.top_logprobs is not None else self.top_logprobs
+            # At least one: llama.cpp's server sends no logprobs at all for 0 (and 20
+            # alternatives when the field is absent); OpenAI, vLLM and LM Studio take 1
+            # too. The assembler drops alternatives the request did not ask for.
+            top = max(1, request.alternatives)
             if request.tools and self._llama_tokenizer:
-                body["n_probs"] = max(1, top)
+                body["n_probs"] = top
             else:
                 body["logprobs"] = True
                 body["top_logprobs"] = top

@@ -122,6 +122,15 @@ class CheckCall:
         return f"{self.name}: {self.args!r}" if self.args is not True else self.name
 
 
+def reads_alternatives(check: CheckCall) -> bool:
+    """The check reads each token's top alternatives, which a request asks for only
+    when told (`pytest_llmlab.models.base.Request`): ``answer_prob`` and the entropy
+    part of ``confidence``."""
+    return check.name == "answer_prob" or (
+        check.name == "confidence" and check.call_kwargs.get("max_entropy") is not None
+    )
+
+
 def check_names(custom: Mapping[str, CustomCheck] = {}) -> list[str]:
     return sorted({*CHECKS, *custom})
 

@@ -19,8 +19,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from pytest_llmlab.errors import FormatError, TemplateError
+from pytest_llmlab.models.base import CHECK_TOP_LOGPROBS
 from pytest_llmlab.suites import formats, structured, templates
-from pytest_llmlab.suites.checks import CheckCall, CustomCheck, parse_check
+from pytest_llmlab.suites.checks import CheckCall, CustomCheck, parse_check, reads_alternatives
 from pytest_llmlab.suites.presets import resolve_system
 from pytest_llmlab.suites.schema import CASE_KEYS, CaseEntry, Defaults, SuiteHeader
 from pytest_llmlab.suites.source import Located, Position, SuiteError, load_yaml, read_rows
@@ -563,6 +564,8 @@ def _case(
             )
         except ValueError as exc:
             raise where.error(f"case {case_id!r}: {exc}") from None
+    if "top_logprobs" not in plan and any(reads_alternatives(check) for check in checks):
+        plan["top_logprobs"] = CHECK_TOP_LOGPROBS
     per_check = [c.points for c in checks if c.points is not None]
     if per_check and values.get("points") is not None and sum(per_check) != values["points"]:
         raise position.error(
