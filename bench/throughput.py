@@ -82,11 +82,20 @@ _outcomes = {}
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session):
+    profiled = os.environ.get("THROUGHPUT_PROFILE")
+    if profiled:  # the test loop alone: no start-up, no reports
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     _marks["loop_start"] = time.monotonic()
     try:
         return (yield)
     finally:
         _marks["loop_end"] = time.monotonic()
+        if profiled:
+            profiler.disable()
+            profiler.dump_stats(profiled)
         with open(os.environ["THROUGHPUT_PROBE"], "w", encoding="utf-8") as out:
             json.dump({**_marks, "outcomes": _outcomes}, out)
 
@@ -187,17 +196,18 @@ def run_session(
     """One pytest session in ``folder``, in a subprocess; its probe and records."""
     probe = folder / f"probe-{label}.json"
     reports = folder / f"reports-{label}"
-    runner = [sys.executable]
-    if profile is not None:
-        runner += ["-m", "cProfile", "-o", str(profile)]
-    command = [*runner, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
                *QUIET, f"--llm-models={model}", f"--llm-concurrency={concurrency}",
                f"--llm-report-dir={reports}", *extra, *targets]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(
         command,
         cwd=folder,
-        env={**env, "THROUGHPUT_PROBE": str(probe)},
+        env={
+            **env,
+            "THROUGHPUT_PROBE": str(probe),
+            **({"THROUGHPUT_PROFILE": str(profile)} if profile is not None else {}),
+        },
         capture_output=True,
         text=True,
         check=False,
@@ -418,7 +428,7 @@ def profile_part(root: Path, args: argparse.Namespace) -> None:
             ["throughput.suite.yaml"], inner_env(server.base_url), profile=out,
         )  # fmt: skip
     print(
-        f"\n-- cProfile of one session at N={args.profile} (main thread; loop "
+        f"\n-- cProfile of one session's test loop at N={args.profile} (main thread; loop "
         f"{session.loop_s:.3f} s under the profiler, subprocess wall {session.wall_s:.2f} s)"
     )
     if not out.exists():
@@ -429,6 +439,9 @@ def profile_part(root: Path, args: argparse.Namespace) -> None:
     for order in ("cumulative", "tottime"):
         print(f"\n-- top {args.top_n} by {order}")
         stats.sort_stats(order).print_stats(args.top_n)
+    for name in args.callees:
+        print(f"\n-- what {name} calls")
+        stats.sort_stats("cumulative").print_callees(name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-embedded", action="store_true", help="the loopback part only")
     parser.add_argument("--profile", type=int, metavar="N", help="then profile a session at N")
     parser.add_argument("--top-n", type=int, default=30, help="profile rows shown")
+    parser.add_argument(
+        "--callees", action="append", default=[], metavar="NAME",
+        help="with --profile: also what functions matching NAME call (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.cases < 1 or args.latency <= 0 or any(n < 1 for n in args.levels):
         parser.error("--cases, --latency and every level must be positive")

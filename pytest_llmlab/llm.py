@@ -230,19 +230,33 @@ class GenerationStream:
         self.close()
 
 
-@dataclass
+def _nothing() -> None:
+    pass
+
+
+@dataclass(eq=False)
 class Prefetched:
-    """One request generated ahead of its test (`pytest_llmlab.prefetch`)."""
+    """One request generated ahead of its test (`pytest_llmlab.prefetch`): queued, then
+    streamed in a thread, then finished. ``future`` ends with the Generation, or None
+    when it was not generated ahead after all (its test then sends it itself)."""
 
     key: str
-    stream: GenerationStream
-    future: Future[Generation]
+    future: Future[Generation | None]
     stop: threading.Event
+    #: The stream, once a thread has started it.
+    stream: GenerationStream | None = None
+    #: Starts it at once if it is still waiting for a slot (its test wants it now).
+    urge: Callable[[], None] = _nothing
 
     def discard(self) -> None:
         """Stop it (at its next chunk) and forget it: never recorded."""
         self.stop.set()
         self.future.cancel()
+
+    def wait(self) -> Generation | None:
+        """The finished Generation (raising what its stream raised), or None."""
+        self.urge()
+        return self.future.result()
 
 
 #: An item's `Prefetched`, until its `LLM` takes it.
@@ -489,15 +503,13 @@ class LLM:
         __tracebackhide__ = hide_own_frames
         request = self.build_request(prompt, **kwargs)
         plan = self._tape.plan(self.model_spec, request) if self._tape is not None else None
-        assembler = GenerationAssembler(
-            request=request,
-            model=self.name,
-            spec=self.spec,
-            provider=self.model_spec.provider,
-        )
+        assembler = self._assembler(request)
         ahead = self._take_prefetched(request, plan)
         if ahead is not None:
-            return self._adopt(ahead, assembler, plan, turn)
+            adopted = self._adopt(ahead, assembler, plan, turn)
+            if adopted is not None:
+                return adopted
+            assembler = self._assembler(request)  # its clock starts now: sent from here
         if plan is not None and plan.stored is not None:
             assert self._tape is not None
             played, final = self._tape.playback(
@@ -541,6 +553,11 @@ class LLM:
             self._open.append(stream)
         return stream
 
+    def _assembler(self, request: Request) -> GenerationAssembler:
+        return GenerationAssembler(
+            request=request, model=self.name, spec=self.spec, provider=self.model_spec.provider
+        )
+
     def _take_prefetched(self, request: Request, plan: Plan | None) -> Prefetched | None:
         """The generation made ahead for ``request``, if this is it (taken once)."""
         ahead = self.prefetched
@@ -558,16 +575,19 @@ class LLM:
 
     def _adopt(
         self, ahead: Prefetched, assembler: GenerationAssembler, plan: Plan | None, turn: int | None
-    ) -> GenerationStream:
+    ) -> GenerationStream | None:
         """A stream of the generation made ahead: waits for it, and records it as this
-        test's own (a failed one too, then raises its error)."""
+        test's own (a failed one too, then raises its error); None when it was not
+        made ahead after all."""
         __tracebackhide__ = hide_own_frames
         try:
-            generation = ahead.future.result()
+            generation = ahead.wait()
         except BaseException:
-            failed = ahead.stream.generation  # recorded as failed where it ran: here too
-            self._finished(plan, ahead.stream.tape, failed)
+            if ahead.stream is not None:  # recorded as failed where it ran: here too
+                self._finished(plan, ahead.stream.tape, ahead.stream.generation)
             raise
+        if generation is None or ahead.stream is None:
+            return None
         chunk = {"choices": [{"index": 0, "delta": {"content": generation.text}}]}
         stream = GenerationStream(
             _OneChunk(chunk if generation.text else None),

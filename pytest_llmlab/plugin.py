@@ -172,16 +172,19 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Say what meters this run uses, once, where the header is: only when a collected
-    test needs them (collection is when that becomes known). A session that will
-    record nothing lets go of its report folder."""
+    test needs them (collection is when that becomes known), and load what generating
+    needs (workers too). A session that will record nothing lets go of its report
+    folder."""
     config = session.config
-    if _is_worker(config):
-        return
     metered = any(
         getattr(i, "needs_llm", False)
         or {"llm_case", "meter"} & set(getattr(i, "fixturenames", ()))
         for i in session.items
     )
+    if metered and not config.option.collectonly:
+        config.stash[RESOURCES].preload()
+    if _is_worker(config):
+        return
     report_session = config.pluginmanager.get_plugin("llmlab-report-session")
     if report_session is not None and session.items and (config.option.collectonly or not metered):
         report_session.folder.release()  # under xdist the controller collects nothing

@@ -1,25 +1,37 @@
 """Suite cases generated ahead of their items: ``--llm-concurrency`` inside one process.
 
 A prompt suite's requests are known at collection. When a suite item is set up, the
-`Prefetcher` starts the generations of it and of the suite items after it (in the order
-this process will run them: the session's items, or under xdist this worker's queue),
-each in a thread, until every model has its ``--llm-concurrency`` in flight. The item
-still runs as always: when its own request is the one generated ahead, `LLM` takes the
-finished (or still streaming) Generation instead of sending it again, and records it as
-the item's own; its checks, outcome, timings and record are the item's, in order.
+`Prefetcher` queues the first request of it and of the suite items after it (in the
+order this process will run them: the session's items, or under xdist this worker's
+queue; a bounded look ahead), and streams them, each in a thread, while every model has
+a free slot: up to its ``--llm-concurrency`` in flight. A slot is taken when a request
+starts and given back when its stream ends, which starts the next request waiting, at
+once, from that thread: the pipeline stays full while the items take their answers,
+rather than refilling in bursts when the next item is set up. The item still runs as
+always: when its own request is the one generated ahead, `LLM` takes the
+finished (or still streaming) Generation instead of sending it again, and records it
+as the item's own; its checks, outcome, timings and record are the item's, in order.
+
+The request is built (and its cassette key computed) when it is queued, in the main
+thread; its stream is opened, and its energy window and clock started, in the thread
+that sends it, when a slot is free.
 
 Only what an item will ask first is generated ahead (one prompt, no scripted turns, a
 single run): anything else runs as without concurrency. A request played back from a
 cassette or an earlier run is not generated ahead (a replay is instant). When the
 session stops (``-x``, ``--maxfail``, Ctrl-C), nothing new starts and what is in flight
-is stopped at its next chunk; a generation no item took is never recorded.
+(at most N per model, started before the stop) is stopped at its next chunk; a
+generation no item took is never recorded.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -39,26 +51,61 @@ __all__ = ["Prefetcher"]
 _LOOKAHEAD_PER_SLOT = 4
 
 
+class _Slots:
+    """One model's requests made ahead: its slots, its queue, its threads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+        self.waiting: deque[_Waiting] = deque()
+        self.pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="llmlab-prefetch")
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A queued request: what streams it, and the `Prefetched` its item will take."""
+
+    llm: LLM
+    prompt: str | None
+    kwargs: dict[str, Any]
+    ahead: Prefetched
+    slots: _Slots
+    #: Holds a slot (from its start until its stream ends).
+    holding: bool = False
+
+
 class Prefetcher:
     """The process's generations in flight ahead of their suite items."""
 
     def __init__(self, resources: SessionResources, session: pytest.Session) -> None:
         self._resources = resources
         self._session = session
-        self._pools: dict[str, ThreadPoolExecutor] = {}
-        self._flying: dict[str, list[Prefetched]] = {}
+        self._lock = threading.Lock()
+        self._models: dict[str, _Slots] = {}
+        self._queued: dict[str, _Waiting] = {}  # by nodeid
         self._tried: set[str] = set()
         self._positions: dict[str, int] | None = None
         self._closed = False
 
     def before(self, item: SuiteItem) -> None:
-        """``item`` is about to run: fill every model's slots from it onward."""
-        if self._closed or self._session.shouldstop or self._session.shouldfail:
+        """``item`` is about to run: queue it and the ones after it, start what fits."""
+        if self._stopping():
             return
         for candidate in self._upcoming(item):
             # A suite item (duck-typed: the suites package imports this one).
             if hasattr(candidate, "first_request") and candidate.nodeid not in self._tried:
-                self._start(candidate)  # type: ignore[arg-type]
+                self._tried.add(candidate.nodeid)
+                self._queue(candidate)  # type: ignore[arg-type]
+
+    def after(self, item: pytest.Item) -> None:
+        """``item`` ended: forget its request (still queued: it never starts)."""
+        with self._lock:
+            waiting = self._queued.pop(item.nodeid, None)
+            if waiting is not None and waiting in waiting.slots.waiting:
+                waiting.slots.waiting.remove(waiting)
+
+    def _stopping(self) -> bool:
+        return self._closed or bool(self._session.shouldstop or self._session.shouldfail)
 
     def _upcoming(self, item: pytest.Item) -> list[pytest.Item]:
         """``item`` and the ones this process runs after it (a bounded look ahead)."""
@@ -73,15 +120,14 @@ class Prefetcher:
         start = self._positions.get(item.nodeid)
         return [item] if start is None else list(items[start : start + most])
 
-    def _start(self, item: SuiteItem) -> None:
+    def _queue(self, item: SuiteItem) -> None:
+        """Build ``item``'s first request and queue it (None of it when the item's
+        own setup would refuse it, or a replay answers it)."""
         spec = item.llm_case.model
         resources = self._resources
         limit = resources.pool.concurrency(spec)
-        flying = [p for p in self._flying.get(spec.display, []) if not p.future.done()]
-        self._flying[spec.display] = flying
-        if limit <= 1 or len(flying) >= limit:
+        if limit <= 1:
             return
-        self._tried.add(item.nodeid)
         first = item.first_request()
         plan = item_plan(item, resources.settings)
         if first is None or plan.repeat.runs != 1:
@@ -108,34 +154,84 @@ class Prefetcher:
         prompt, kwargs = first
         try:
             request = detached.build_request(prompt, **kwargs)
-            stream = detached.stream(prompt, **kwargs)
         except (LLMLabError, ValueError):
             return
-        stop = threading.Event()
-        pool = self._pools.get(spec.display)
-        if pool is None:
-            pool = self._pools[spec.display] = ThreadPoolExecutor(
-                max_workers=limit, thread_name_prefix="llmlab-prefetch"
-            )
+        slots = self._models.get(spec.display)
+        if slots is None:
+            slots = self._models[spec.display] = _Slots(limit)
         ahead = Prefetched(
-            key=request_key(request_fields(spec, request)),
-            stream=stream,
-            future=pool.submit(drain, stream, stop),
-            stop=stop,
+            key=request_key(request_fields(spec, request)), future=Future(), stop=threading.Event()
         )
-        flying.append(ahead)
+        waiting = _Waiting(detached, prompt, kwargs, ahead, slots)
+        ahead.urge = functools.partial(self._urge, waiting)
+        with self._lock:
+            self._queued[item.nodeid] = waiting
+            slots.waiting.append(waiting)
         item.stash[PREFETCHED] = ahead
+        self._fill(slots)
+
+    def _fill(self, slots: _Slots) -> None:
+        """Start waiting requests while ``slots`` has a free one."""
+        with self._lock:
+            while slots.waiting and slots.busy < slots.limit and not self._stopping():
+                self._submit(slots.waiting.popleft())
+
+    def _urge(self, waiting: _Waiting) -> None:
+        """Its item wants it now: start it even without a free slot (order kept for
+        the rest; only a look ahead that ran past the items can leave it waiting)."""
+        with self._lock:
+            if waiting.holding or self._closed:
+                return
+            try:
+                waiting.slots.waiting.remove(waiting)
+            except ValueError:
+                return
+            self._submit(waiting)
+
+    def _submit(self, waiting: _Waiting) -> None:
+        """Start ``waiting`` in a thread, holding a slot (under the lock)."""
+        waiting.holding = True
+        waiting.slots.busy += 1
+        waiting.slots.pool.submit(self._stream, waiting)
+
+    def _stream(self, waiting: _Waiting) -> None:
+        """In a thread: open the stream (its clock and energy window start now), read
+        it to its end, and settle the future its item waits on."""
+        ahead = waiting.ahead
+        try:
+            if not ahead.future.set_running_or_notify_cancel():
+                return  # discarded before it started
+            try:
+                stream = waiting.llm.stream(waiting.prompt, **waiting.kwargs)
+            except Exception:  # noqa: BLE001  # the item sends it itself and reports why
+                ahead.future.set_result(None)
+                return
+            ahead.stream = stream
+            try:
+                ahead.future.set_result(drain(stream, ahead.stop))
+            except BaseException as exc:  # noqa: BLE001  # raised in its item
+                ahead.future.set_exception(exc)
+        finally:
+            self._release(waiting)
+
+    def _release(self, waiting: _Waiting) -> None:
+        """``waiting`` ended: its slot starts the next request waiting for one."""
+        with self._lock:
+            waiting.holding = False
+            waiting.slots.busy -= 1
+        self._fill(waiting.slots)
 
     def close(self) -> None:
         """Stop everything in flight and start nothing more."""
-        self._closed = True
-        for flying in self._flying.values():
-            for ahead in flying:
-                ahead.discard()
-        for pool in self._pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
-        self._pools.clear()
-        self._flying.clear()
+        with self._lock:
+            self._closed = True
+            everything = list(self._queued.values())
+            self._queued.clear()
+        for waiting in everything:
+            waiting.ahead.discard()
+        for slots in self._models.values():
+            slots.pool.shutdown(wait=True, cancel_futures=True)
+        self._models.clear()
 
 
 def _worker_queue(config: pytest.Config) -> list[int] | None:

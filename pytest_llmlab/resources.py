@@ -266,6 +266,18 @@ class SessionResources:
                 stacklevel=2,
             )
 
+    def preload(self) -> None:
+        """Import what generating needs (the LLM, the HTTP client's connection code,
+        the prefetcher) once collection shows a test that generates: before the test
+        loop, so the first test's time is its own. A session of plain tests never
+        loads them (`pytest_llmlab.plugin` keeps its start-up small)."""
+        import httpcore  # noqa: F401  # httpx loads it with its first client
+
+        from pytest_llmlab import runner  # noqa: F401  # the LLM, its models and meters
+
+        if self.settings.concurrency != 1:
+            from pytest_llmlab import prefetch  # noqa: F401
+
     def measure_baseline_once(self) -> None:
         """Idle power after the first model load, announced in one line."""
         if self._baseline_done or self.settings.baseline_s <= 0:

@@ -28,27 +28,45 @@ EIGHT_CASES = "suite: eight\ncases:\n" + "".join(
 
 
 class InFlight:
-    """Wraps the double's handler to count requests being answered at once."""
+    """Wraps the double's handler to count requests being answered at once.
+
+    A request stops counting just before the double writes the end of its body: the
+    client may read that end and send its next request before the handler's thread
+    returns, and counting until the return would see two at once that the client
+    never had."""
 
     def __init__(self, server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
         self.now = 0
         self.most = 0
         self._lock = threading.Lock()
+        self._counting = threading.local()
         handler: Any = server._httpd.RequestHandlerClass  # type: ignore[union-attr]
-        original = handler.do_POST
+        original, end_body = handler.do_POST, handler._end_chunked
         counter = self
 
         def counted(handler_self: object) -> None:
             with counter._lock:
                 counter.now += 1
                 counter.most = max(counter.most, counter.now)
+            counter._counting.on = True
             try:
                 original(handler_self)
             finally:
-                with counter._lock:
-                    counter.now -= 1
+                counter._done()
+
+        def ending(handler_self: object) -> None:
+            counter._done()
+            end_body(handler_self)
 
         monkeypatch.setattr(handler, "do_POST", counted)
+        monkeypatch.setattr(handler, "_end_chunked", ending)
+
+    def _done(self) -> None:
+        """This handler thread's request stops counting (once)."""
+        if getattr(self._counting, "on", False):
+            self._counting.on = False
+            with self._lock:
+                self.now -= 1
 
 
 def test_suite_cases_are_generated_ahead_and_report_in_order(
@@ -91,14 +109,23 @@ def test_concurrency_one_keeps_one_request_at_a_time(
 
 
 def test_a_stop_leaves_no_request_running(lab: SuiteLab, monkeypatch: pytest.MonkeyPatch) -> None:
-    lab.write("eight.suite.yaml", EIGHT_CASES)
-    lab.server.default = stream(["wrong"], first_token_delay_s=0.2)
-    result = lab.run("--llm-concurrency=4", "-x", "eight.suite.yaml")
+    """-x: nothing starts after the stop, and what was in flight is never recorded.
+
+    A slot starts the next request when its stream ends: the first four end together,
+    so their slots may start four more before the first item's outcome is known (each
+    answer takes 0.5 s: those cannot also have ended by then), and no more."""
+    sixteen = "cases:\n" + "".join(
+        f"  - {{id: c{i}, prompt: 'q{i}', checks: [{{contains: right}}]}}\n" for i in range(16)
+    )
+    lab.write("sixteen.suite.yaml", sixteen)
+    counter = InFlight(lab.server, monkeypatch)
+    lab.server.default = stream(["wrong"], first_token_delay_s=0.5)
+    result = lab.run("--llm-concurrency=4", "-x", "sixteen.suite.yaml")
     result.assert_outcomes(failed=1)
     assert len(lab.records()) == 1  # what was made ahead and never taken is not recorded
     sent = len(lab.server.posts)
-    assert sent <= 4  # the first item's slot and the three after it, no more
-    time.sleep(0.5)
+    assert 4 <= sent <= 4 + 4 and counter.most <= 4
+    time.sleep(1.0)
     assert len(lab.server.posts) == sent  # and none started after the stop
 
 

@@ -10,7 +10,7 @@ When a run writes its first record, the previous run's files (results.jsonl,
 results.csv, report.html, and what a killed run left) move into ``previous/``, so the
 folder never mixes the files of two runs even after ``kill -9``; every record carries
 its run's id. xdist workers spool each finished generation to
-``.spool/<run id>/<worker>.jsonl`` (fsynced) so the controller can recover the
+``.spool/<run id>/<worker>.jsonl`` (flushed per line; a dead worker loses none) so the controller can recover the
 completed generations of a test whose worker died.
 """
 

@@ -255,7 +255,10 @@ class SuiteItem(pytest.Item):
 
     def teardown(self) -> None:
         if self._llm is not None:
-            self._llm.close()
+            self._llm.close()  # first: a generation made ahead and not taken is dropped
+        prefetcher = self.config.stash[RESOURCES].prefetcher(self.session)
+        if prefetcher is not None:
+            prefetcher.after(self)  # its slot starts the next case waiting for one
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
