@@ -44,7 +44,6 @@ from pytest_llmlab.energy.reading import EnergyReading
 from pytest_llmlab.errors import CassetteError, CassetteMiss, LLMLabError, hide_own_frames
 from pytest_llmlab.models.base import Generation, Request, StreamHandle, Timings
 from pytest_llmlab.models.replay import (
-    REPLAY_HEADER,
     Frame,
     Playback,
     ReplayTransport,
@@ -555,7 +554,9 @@ class ItemTape:
                 speed=speed,
             )
         )
-        stream.headers = {**(stream.headers or {}), REPLAY_HEADER: token}
+        # Handed to the stream directly: the HTTP client's request building, cookies
+        # and redirects do nothing for a replay (the parser reads the same body).
+        stream.played = functools.partial(transport.answer, token)
         return stream, functools.partial(_replayed, stored)
 
     # -- what finished ---------------------------------------------------------------

@@ -11,10 +11,12 @@ with a one-line message naming the model and the endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
 from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -418,6 +420,9 @@ class ChunkStream:
         self._body = body
         #: Headers of this request besides the client's (a provider's version header).
         self.headers = headers
+        #: A replay's answer (`pytest_llmlab.models.replay.ReplayTransport.answer`),
+        #: read without sending the request: the same checks and parser read it.
+        self.played: Callable[[], httpx.Response] | None = None
         self._deadline_s = deadline_s
         self._deadline_source = source
         self._deadline_at: float | None = None
@@ -487,10 +492,15 @@ class ChunkStream:
         attempt when this one may be retried (nothing received yet), else None."""
         __tracebackhide__ = hide_own_frames
         owner = self._owner
-        try:
-            with owner._client.stream(
+        opened: AbstractContextManager[httpx.Response] = (
+            contextlib.closing(self.played())
+            if self.played is not None
+            else owner._client.stream(
                 "POST", url, json=self._body, headers=self.headers, timeout=timeout
-            ) as response:
+            )
+        )
+        try:
+            with opened as response:
                 if self.tape is not None:
                     self.tape.begin(response.status_code, response.headers.get("content-type", ""))
                 if response.status_code in RETRY_STATUSES:

@@ -9,9 +9,11 @@ lines), each with the offset from request start, in nanoseconds, at which its la
 arrived: when the parser could first act on it.
 
 Playback: a `ReplayTransport` is the httpx transport of a replay client (the same
-provider module as live traffic, built without a network). The request a stream sends
-carries a `REPLAY_HEADER` naming the `Playback` it should receive; the transport answers
-with the recorded status and content type, and a body that yields each frame at
+provider module as live traffic, built without a network). A replayed stream reads the
+answer of the `Playback` queued for it straight from the transport
+(`ReplayTransport.answer`, without the HTTP client's request machinery); a request
+sent through the client instead carries a `REPLAY_HEADER` naming it. The answer has
+the recorded status and content type, and a body that yields each frame at
 ``origin + offset / speed`` (``speed`` 0: at once). So the parser, the assembler, the
 timings and the checks see the bytes the live request saw, in the same frames, and at
 speed 1 with the same gaps.
@@ -222,10 +224,18 @@ class ReplayTransport(httpx.BaseTransport):
         return token
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.answer(request.headers.get(REPLAY_HEADER, ""), request)
+
+    def answer(self, token: str, request: httpx.Request | None = None) -> httpx.Response:
+        """The answer of the playback ``token`` names (taken once; 404 for none): what
+        `handle_request` returns, and what a `ChunkStream` of a replay reads without
+        going through the HTTP client (`ChunkStream.played`)."""
         with self._lock:
-            playback = self._pending.pop(request.headers.get(REPLAY_HEADER, ""), None)
+            playback = self._pending.pop(token, None)
         if playback is None:
-            return httpx.Response(404, text="not in the cassette (replay: no network)")
+            return httpx.Response(
+                404, text="not in the cassette (replay: no network)", request=request
+            )
         playback.wait_until(playback.head_ns)
         return httpx.Response(
             playback.status,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pytest_llmlab.errors import hide_own_frames
 
@@ -126,9 +126,9 @@ def iter_lines(chunks: Iterable[str], *, max_size: int | None = MAX_EVENT_SIZE) 
         yield "".join(pieces)
 
 
-@dataclass(frozen=True, slots=True)
-class ServerSentEvent:
-    """One dispatched event.
+class ServerSentEvent(NamedTuple):
+    """One dispatched event (a named tuple: one is built per event of every stream,
+    and a tuple builds in a third of a frozen dataclass's time).
 
     ``id`` is the last event ID the stream had set when it was dispatched (``""``:
     none); ``retry`` the reconnection time in ms the stream had set (None: none).
@@ -168,9 +168,12 @@ def iter_events(
             continue
         if line[0] == ":":
             continue  # comment / keep-alive
-        field, _, value = line.partition(":")
-        if value[:1] == " ":
-            value = value[1:]
+        if line.startswith("data: "):  # what nearly every line is: no partition needed
+            field, value = "data", line[6:]
+        else:
+            field, _, value = line.partition(":")
+            if value[:1] == " ":
+                value = value[1:]
         if field == "data":
             size += len(value) + 1
             if max_size is not None and size > max_size:
