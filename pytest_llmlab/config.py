@@ -111,30 +111,28 @@ def _parse_threads(raw: str) -> int | None:
     return int(value)
 
 
-def _parse_retries(raw: str) -> int | None:
-    """``auto`` -> None (by provider), else a whole number >= 0."""
-    if raw.strip().lower() == "auto":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{raw!r} is not a whole number or auto") from None
-    if value < 0:
-        raise ValueError(f"{raw} must be 0 or more")
-    return value
+def _auto_or_at_least(least: int) -> Callable[[str], int | None]:
+    """A parser of ``auto`` (None: chosen by provider or backend) or a whole number of
+    at least ``least``."""
+
+    def parse(raw: str) -> int | None:
+        if raw.strip().lower() == "auto":
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number or auto") from None
+        if value < least:
+            raise ValueError(f"{raw} must be {least} or more")
+        return value
+
+    return parse
 
 
-def _parse_concurrency(raw: str) -> int | None:
-    """``auto`` -> None (by backend), else a whole number >= 1."""
-    if raw.strip().lower() == "auto":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{raw!r} is not a whole number or auto") from None
-    if value < 1:
-        raise ValueError(f"{raw} must be 1 or more")
-    return value
+#: ``--llm-retries``: auto (by provider) or 0 or more.
+_parse_retries = _auto_or_at_least(0)
+#: ``--llm-concurrency``: auto (by backend) or 1 or more.
+_parse_concurrency = _auto_or_at_least(1)
 
 
 def _parse_deadline(raw: str) -> float | None:

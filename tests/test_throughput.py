@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 from loopback import LoopbackServer, stream
 from suite_runs import SuiteLab
 
-from pytest_llmlab.llm import LLM
+from pytest_llmlab.cassettes import request_fields, request_key
+from pytest_llmlab.llm import LLM, Prefetched
+from pytest_llmlab.models.base import Generation
 from pytest_llmlab.models.registry import ProviderPool
 from pytest_llmlab.models.spec import parse_spec
 
@@ -127,6 +130,30 @@ def test_a_stop_leaves_no_request_running(lab: SuiteLab, monkeypatch: pytest.Mon
     assert 4 <= sent <= 4 + 4 and counter.most <= 4
     time.sleep(1.0)
     assert len(lab.server.posts) == sent  # and none started after the stop
+
+
+def test_a_request_not_made_ahead_after_all_is_sent_by_its_test(server: LoopbackServer) -> None:
+    """A queued request whose stream could not be opened in its thread settles with
+    None: the test's own call sends it, once, and records it as usual."""
+    server.default = stream(["sent here"])
+    pool = ProviderPool(base_urls={"vllm": server.base_url}, timeout_s=10.0)
+    spec = parse_spec("vllm:tiny")
+    llm = LLM(model_spec=spec, temperature=0.0, provider=pool.get(spec))
+    try:
+        key = request_key(request_fields(spec, llm.build_request("hi")))
+        urged: list[bool] = []
+        future: Future[Generation | None] = Future()
+        future.set_result(None)
+        llm.prefetched = Prefetched(
+            key=key, future=future, stop=threading.Event(), urge=lambda: urged.append(True)
+        )
+        gen = llm.generate("hi")
+        assert (gen.text, gen.error, urged) == ("sent here", None, [True])
+        assert len(server.posts) == 1 and llm.generations == [gen]
+        assert llm.prefetched is None  # taken: its test's request was that one
+    finally:
+        llm.close()
+        pool.close()
 
 
 def test_map_keeps_requests_in_flight_and_returns_input_order(
