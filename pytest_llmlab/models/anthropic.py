@@ -325,7 +325,8 @@ class AnthropicStream(ChunkStream):
         __tracebackhide__ = hide_own_frames
         translator = MessageStreamTranslator()
         unfinished: list[ServerSentEvent] = []
-        for event in self._events(response, where, unfinished.append):
+        events = self._events(response, where, unfinished.append)
+        for event in events:
             data = self._data(event, where)
             kind = str(data.get("type") or event.event)
             if kind == "error":
@@ -337,6 +338,7 @@ class AnthropicStream(ChunkStream):
             self.chunks_received += 1
             yield from chunks
             if translator.finished:
+                self.drain(events)  # the connection goes back to the pool
                 return
         # A server that closes right after message_stop, without the blank line that
         # would dispatch it, has still finished.

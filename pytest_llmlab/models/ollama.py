@@ -244,6 +244,7 @@ class OllamaStream(ChunkStream):
             self._choices_seen = True
             yield chunk
             if line.get("done") is True:
+                self.drain(lines)  # the connection goes back to the pool
                 return
 
     def _chunk(self, line: dict[str, Any], pending: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from pytest_llmlab.errors import (
     GenerationError,
     GenerationTimeout,
     HTTPStatusError,
+    LLMLabError,
     MissingAPIKey,
     StreamError,
     hide_own_frames,
@@ -210,11 +211,16 @@ class OpenAICompatible:
         llama_tokenizer: bool = False,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        keep_alive: bool | None = None,
     ) -> None:
         """``timeout_s`` bounds the connect and each read; ``deadline_s`` a whole
         generation (None: `auto_deadline_s`, 0: no deadline); ``llama_tokenizer``: the
         server is llama.cpp's, with ``POST /tokenize`` (`count_tokens`); ``transport``
-        replaces the network (a cassette's `pytest_llmlab.models.replay.ReplayTransport`)."""
+        replaces the network (a cassette's `pytest_llmlab.models.replay.ReplayTransport`);
+        ``keep_alive``: reuse connections between requests (None: except on loopback,
+        where a new connection costs next to nothing and local servers such as
+        llama.cpp's close idle ones in ways that race a reuse; elsewhere each request
+        would pay a new connection and TLS handshake)."""
         self.model = model
         self.display = display
         self.base_url = base_url.rstrip("/")
@@ -228,12 +234,16 @@ class OpenAICompatible:
         self._require_key = require_key
         self._available: Exception | bool | None = None
         headers = {"Accept": "text/event-stream", **self.auth_headers(api_key)}
+        loopback = is_loopback(self.base_url)
+        if keep_alive is None:
+            keep_alive = not loopback
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(timeout_s),
             # A proxy set for the internet must not swallow loopback servers.
-            trust_env=transport is None and not is_loopback(self.base_url),
+            trust_env=transport is None and not loopback,
             transport=transport,
+            limits=httpx.Limits(max_keepalive_connections=None if keep_alive else 0),
         )
 
     #: What `ensure_available` GETs under the base URL: any answer means reachable.
@@ -398,6 +408,10 @@ class OpenAICompatible:
     def scrub(self, text: str) -> str:
         """Mask every credential in server text: some servers echo the key in 401s."""
         return self.redactor().text(text)
+
+
+#: The most a stream reads after its end marker to keep its connection (`ChunkStream.drain`).
+DRAIN_BYTES = 64 * 1024
 
 
 class ChunkStream:
@@ -570,7 +584,8 @@ class ChunkStream:
         __tracebackhide__ = hide_own_frames
         done = False
         unfinished: list[ServerSentEvent] = []
-        for event in self._events(response, where, unfinished.append):
+        events = self._events(response, where, unfinished.append)
+        for event in events:
             if event.data.strip() == "[DONE]":
                 done = True
                 break
@@ -578,6 +593,8 @@ class ChunkStream:
             self.chunks_received += 1
             self._choices_seen = self._choices_seen or bool(chunk.get("choices"))
             yield chunk
+        if done:
+            self.drain(events)
         # A server that closes right after "data: [DONE]", without the blank line that
         # would dispatch it, has still finished.
         done = done or any(e.data.strip() == "[DONE]" for e in unfinished)
@@ -588,6 +605,21 @@ class ChunkStream:
                 f"stream from {where} sent [DONE] after {self.chunks_received} "
                 "chunks without a single choice: no answer and no finish reason"
             )
+
+    def drain(self, rest: Iterator[object]) -> None:
+        """Read what follows the stream's end marker (normally only the end of the
+        body): a response read to its end hands its connection back to the client's
+        pool for the next request, where one left unread is closed, and every request
+        would pay a new connection (a TLS handshake, against a cloud). OpenAI's and
+        Anthropic's SDKs do the same. At most `DRAIN_BYTES` more are read; an error
+        here only costs the connection: the answer is complete."""
+        start = self._bytes_received
+        try:
+            for _ in rest:
+                if self._bytes_received - start > DRAIN_BYTES:
+                    return
+        except (httpx.HTTPError, LLMLabError):
+            return
 
     def _check_answer(self, response: httpx.Response, where: str) -> None:
         """Raise unless the answer is an event stream: an HTTP error status, a
