@@ -1,4 +1,5 @@
-"""A stream read to its end keeps its connection: the next request reuses it.
+"""A stream read to its end keeps its connection: the next request reuses it, and a
+kept connection the server closed is replaced once, at once.
 
 The server here is a minimal HTTP/1.1 keep-alive double of the OpenAI chat-completions
 stream (https://platform.openai.com/docs/api-reference/chat-streaming: ``data:`` events,
@@ -34,11 +35,15 @@ def _body(extra: bytes = b"") -> bytes:
 
 
 class KeepAliveDouble:
-    """Serves ``body`` to every POST over keep-alive connections, counting them."""
+    """Serves ``body`` to every POST over keep-alive connections, counting them.
+    ``one_per_connection``: a second request on a connection is dropped unanswered
+    (what a server with a per-connection request limit, or an idle timeout that
+    races the client, does)."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, *, one_per_connection: bool = False) -> None:
         self.connections = 0
         self.requests = 0
+        self.dropped = 0
         double = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +55,12 @@ class KeepAliveDouble:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length") or 0))
+                served = getattr(self, "served", 0)
+                if one_per_connection and served:
+                    double.dropped += 1
+                    self.close_connection = True
+                    return
+                self.served = served + 1
                 double.requests += 1
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
@@ -73,30 +84,12 @@ class KeepAliveDouble:
 
 @pytest.fixture
 def keepalive_llm(request: pytest.FixtureRequest) -> Iterator[tuple[LLM, KeepAliveDouble]]:
-    """An LLM whose provider keeps connections alive (as it does for any endpoint
-    not on loopback, which this double has to be)."""
+    """An LLM on the keep-alive double (``request.param``: bytes after [DONE])."""
     double = KeepAliveDouble(_body(getattr(request, "param", b"")))
-    provider = OpenAICompatible(
-        model="tiny", display="vllm:tiny", base_url=double.base_url, keep_alive=True
-    )
-    llm = LLM(model_spec=parse_spec("vllm:tiny"), temperature=0.0, provider=provider)
-    try:
-        yield llm, double
-    finally:
-        llm.close()
-        provider.close()
-        double.close()
-
-
-def test_loopback_endpoints_do_not_keep_connections() -> None:
-    """On loopback a connection costs next to nothing: none is kept (llama.cpp's
-    server closes idle ones in ways that race a reuse); elsewhere they are."""
-    double = KeepAliveDouble(_body())
     provider = OpenAICompatible(model="tiny", display="vllm:tiny", base_url=double.base_url)
     llm = LLM(model_spec=parse_spec("vllm:tiny"), temperature=0.0, provider=provider)
     try:
-        assert [llm.generate("hi").text for _ in range(2)] == ["ok", "ok"]
-        assert double.connections == 2
+        yield llm, double
     finally:
         llm.close()
         provider.close()
@@ -125,3 +118,36 @@ def test_bytes_after_done_are_read_and_ignored(
     first, second = llm.generate("hi"), llm.generate("hi")
     assert (first.text, first.error, second.text) == ("ok", None, "ok")
     assert double.connections == 1
+
+
+def test_a_kept_connection_the_server_closed_is_retried_once_on_a_new_one() -> None:
+    """The server drops the second request on a kept connection without an answer
+    (httpx: "Server disconnected without sending a response"): the request goes again,
+    at once, on a new connection, and its generation says it took two attempts."""
+    double = KeepAliveDouble(_body(), one_per_connection=True)
+    provider = OpenAICompatible(model="tiny", display="vllm:tiny", base_url=double.base_url)
+    llm = LLM(model_spec=parse_spec("vllm:tiny"), temperature=0.0, provider=provider)
+    try:
+        first, second = llm.generate("hi"), llm.generate("hi")
+        assert (first.text, second.text, second.error) == ("ok", "ok", None)
+        assert (first.attempts, second.attempts) == (1, 2)
+        assert (double.requests, double.dropped, double.connections) == (2, 1, 2)
+    finally:
+        llm.close()
+        provider.close()
+        double.close()
+
+
+def test_without_keep_alive_every_request_opens_a_connection() -> None:
+    double = KeepAliveDouble(_body())
+    provider = OpenAICompatible(
+        model="tiny", display="vllm:tiny", base_url=double.base_url, keep_alive=False
+    )
+    llm = LLM(model_spec=parse_spec("vllm:tiny"), temperature=0.0, provider=provider)
+    try:
+        assert [llm.generate("hi").text for _ in range(2)] == ["ok", "ok"]
+        assert double.connections == 2
+    finally:
+        llm.close()
+        provider.close()
+        double.close()

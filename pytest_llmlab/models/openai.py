@@ -211,16 +211,15 @@ class OpenAICompatible:
         llama_tokenizer: bool = False,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
-        keep_alive: bool | None = None,
+        keep_alive: bool = True,
     ) -> None:
         """``timeout_s`` bounds the connect and each read; ``deadline_s`` a whole
         generation (None: `auto_deadline_s`, 0: no deadline); ``llama_tokenizer``: the
         server is llama.cpp's, with ``POST /tokenize`` (`count_tokens`); ``transport``
         replaces the network (a cassette's `pytest_llmlab.models.replay.ReplayTransport`);
-        ``keep_alive``: reuse connections between requests (None: except on loopback,
-        where a new connection costs next to nothing and local servers such as
-        llama.cpp's close idle ones in ways that race a reuse; elsewhere each request
-        would pay a new connection and TLS handshake)."""
+        ``keep_alive``: reuse connections between requests (else each request pays a
+        new connection, and against a cloud a TLS handshake); a request whose kept
+        connection the server had closed is sent again at once on a new one."""
         self.model = model
         self.display = display
         self.base_url = base_url.rstrip("/")
@@ -235,8 +234,6 @@ class OpenAICompatible:
         self._available: Exception | bool | None = None
         headers = {"Accept": "text/event-stream", **self.auth_headers(api_key)}
         loopback = is_loopback(self.base_url)
-        if keep_alive is None:
-            keep_alive = not loopback
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(timeout_s),
@@ -451,6 +448,7 @@ class ChunkStream:
         self.attempts = 1
         self.retried: list[str] = []
         self._retry_note = ""
+        self._stale_retried = False
         self._rng = random.Random()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -506,11 +504,22 @@ class ChunkStream:
         attempt when this one may be retried (nothing received yet), else None."""
         __tracebackhide__ = hide_own_frames
         owner = self._owner
+        connected: list[bool] = []  # a new connection was opened for this attempt
+
+        def trace(name: str, info: dict[str, Any]) -> None:
+            if name.endswith("connect_tcp.started"):
+                connected.append(True)
+
         opened: AbstractContextManager[httpx.Response] = (
             contextlib.closing(self.played())
             if self.played is not None
             else owner._client.stream(
-                "POST", url, json=self._body, headers=self.headers, timeout=timeout
+                "POST",
+                url,
+                json=self._body,
+                headers=self.headers,
+                timeout=timeout,
+                extensions={"trace": trace},
             )
         )
         try:
@@ -539,6 +548,12 @@ class ChunkStream:
                 f"after {self.chunks_received} chunks"
             ) from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            if not self._bytes_received and not connected and not self._stale_retried:
+                # A kept-alive connection the server had closed (an idle timeout, a
+                # per-connection request limit): nothing reached it; once, at once.
+                self._stale_retried = True
+                self.retried.append("a kept-alive connection the server had closed")
+                return 0.0
             if not self._bytes_received:  # reset before the answer began: may retry
                 wait = self._retry_wait(f"connection reset ({type(exc).__name__})", None)
                 if wait is not None:
