@@ -233,12 +233,11 @@ class OpenAICompatible:
         self._require_key = require_key
         self._available: Exception | bool | None = None
         headers = {"Accept": "text/event-stream", **self.auth_headers(api_key)}
-        loopback = is_loopback(self.base_url)
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(timeout_s),
             # A proxy set for the internet must not swallow loopback servers.
-            trust_env=transport is None and not loopback,
+            trust_env=transport is None and not is_loopback(self.base_url),
             transport=transport,
             limits=httpx.Limits(max_keepalive_connections=None if keep_alive else 0),
         )
@@ -633,7 +632,7 @@ class ChunkStream:
             for _ in rest:
                 if self._bytes_received - start > DRAIN_BYTES:
                     return
-        except (httpx.HTTPError, LLMLabError):
+        except (httpx.HTTPError, LLMLabError, ValueError):  # ValueError: a line over the limit
             return
 
     def _check_answer(self, response: httpx.Response, where: str) -> None:

@@ -258,7 +258,7 @@ class SuiteItem(pytest.Item):
             self._llm.close()  # first: a generation made ahead and not taken is dropped
         prefetcher = self.config.stash[RESOURCES].prefetcher(self.session)
         if prefetcher is not None:
-            prefetcher.after(self)  # its slot starts the next case waiting for one
+            prefetcher.after(self)  # a request of its still queued never starts
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
