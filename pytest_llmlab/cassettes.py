@@ -531,7 +531,7 @@ class ItemTape:
         origin_ns: int,
         *,
         speed: float | None = None,
-    ) -> tuple[StreamHandle, Callable[[Generation], Generation]]:
+    ) -> tuple[StreamHandle, Callable[[Generation, dict[str, Any]], Generation]]:
         """The stream of a planned playback, and what makes its Generation the
         recorded one: frames through the provider module's own parser, or (a run's
         generations) the stored Generation itself."""
@@ -580,6 +580,9 @@ class ItemTape:
         put it back together; such an answer is not recorded (`CassetteWarning`)."""
         if generation.finish_reason in ("error", "cancelled"):
             return
+        recording = plan.record_to is not None and tape is not None and plan.stored is None
+        if not recording and self.run is None:
+            return  # a replay, or a live answer with no cassette to go to and no run log
         mask = current() if redactor is None else current() | redactor
         leaks = bool(mask) and _holds_secret(generation, mask)
         base = {
@@ -590,7 +593,8 @@ class ItemTape:
             "request": plan.fields,
             "hardware": generation.hardware or _this_hardware(),
         }
-        if plan.record_to is not None and tape is not None and plan.stored is None:
+        if recording:
+            assert plan.record_to is not None and tape is not None
             entry = {
                 **base,
                 "variant": variant,
@@ -720,11 +724,12 @@ def _rebased(recorded: Timings, started_ns: int) -> Timings:
     )
 
 
-def _replayed(stored: Stored, generation: Generation) -> Generation:
-    """A Generation parsed from recorded frames, with the recorded timings, energy,
-    backend facts and hardware."""
+def _replayed(stored: Stored, generation: Generation, fields: dict[str, Any]) -> Generation:
+    """A Generation parsed from recorded frames, with this run's ``fields`` (its turn)
+    and the recorded timings, energy, backend facts and hardware."""
     recorded = stored.entry.get("generation") or {}
     update: dict[str, Any] = {
+        **fields,
         "energy": replayed_reading(recorded.get("energy"), stored.shown),
         "backend": recorded.get("backend") or {},
         "injection_tokens": recorded.get("injection_tokens"),
@@ -758,8 +763,8 @@ class _StoredStream:
         pass
 
 
-def _reused(stored: Stored, generation: Generation) -> Generation:
-    """The Generation an earlier run stored, for this run's request (and clock)."""
+def _reused(stored: Stored, generation: Generation, fields: dict[str, Any]) -> Generation:
+    """The Generation an earlier run stored, for this run's request, turn and clock."""
     try:
         earlier = Generation.model_validate(stored.entry["generation"])
     except ValueError as exc:
@@ -775,7 +780,7 @@ def _reused(stored: Stored, generation: Generation) -> Generation:
             "energy": replayed_reading(
                 energy.model_dump(mode="json") if energy is not None else None, stored.shown
             ),
-            "turn": generation.turn,
+            "turn": fields.get("turn"),
             "replayed": True,
             "cassette": stored.shown,
             "hardware": earlier.hardware or stored.entry.get("hardware"),

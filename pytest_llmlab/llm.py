@@ -22,7 +22,7 @@ from pytest_llmlab.energy.meters import MeterSet, OpenWindow
 from pytest_llmlab.energy.reading import EnergyReading
 from pytest_llmlab.errors import LLMLabError, StreamError, hide_own_frames
 from pytest_llmlab.generation_stats import Samples
-from pytest_llmlab.models.assemble import GenerationAssembler
+from pytest_llmlab.models.assemble import ChunkShapeError, GenerationAssembler
 from pytest_llmlab.models.base import (
     Generation,
     Message,
@@ -101,12 +101,13 @@ class GenerationStream:
         injection_tokens: int | None = None,
         turn: int | None = None,
         backend: Callable[[], dict[str, Any]] | None = None,
-        finish: Callable[[Generation], Generation] | None = None,
+        finish: Finisher | None = None,
     ) -> None:
         self._where = where
         #: What records the answer's frames, when the handle has one (cassettes).
         self.tape: Tape | None = getattr(handle, "tape", None)
-        #: Makes the assembled Generation final (a playback's recorded timings, energy).
+        #: Makes the assembled Generation final (a playback's recorded timings, energy):
+        #: it is given this run's fields (turn, attempts...) and brings the energy.
         self._final = finish
         self._injection_tokens = injection_tokens
         self._turn = turn
@@ -130,12 +131,20 @@ class GenerationStream:
         __tracebackhide__ = hide_own_frames
         if self._generation is not None:
             return
-        checked = bool(getattr(self._handle, "chunks_checked", False))
+        handle = self._handle
+        # An OpenAI-format stream leaves its chunks' checks to the assembler, which
+        # makes them as it reads each chunk, once; the stream words a bad one's error,
+        # quoting the chunk as it came.
+        quoting = handle if isinstance(handle, ChunkStream) and handle.chunks_checked else None
+        if quoting is not None:
+            quoting.check_chunks = False
         try:
-            for index, chunk in enumerate(self._handle):
+            for index, chunk in enumerate(handle):
                 try:
-                    text = self._assembler.add(chunk, checked=checked)
+                    text = self._assembler.add(chunk)
                 except ValueError as exc:  # a chunk of the wrong shape
+                    if quoting is not None and isinstance(exc, ChunkShapeError):
+                        raise quoting.malformed_chunk(exc.problem) from None
                     raise StreamError(
                         f"malformed chunk in stream from {self._where} after {index} chunks: {exc}"
                     ) from None
@@ -184,17 +193,18 @@ class GenerationStream:
     def _finish(self, *, finish_reason: str | None = None, error: str | None = None) -> None:
         generation = self._assembler.finish(finish_reason=finish_reason)
         update: dict[str, Any] = {
-            "energy": self._reading(generation),
             "injection_tokens": self._injection_tokens,
             "attempts": getattr(self._handle, "attempts", 1),
             "turn": self._turn,
             "backend": self._backend() if self._backend is not None else {},
         }
-        if error is not None:
-            update["error"] = error
-        generation = generation.model_copy(update=update)
         if self._final is not None and error is None and finish_reason is None:
-            generation = self._final(generation)
+            generation = self._final(generation, update)  # with the recorded energy
+        else:
+            update["energy"] = self._reading(generation)
+            if error is not None:
+                update["error"] = error
+            generation = generation.model_copy(update=update)
         self._generation = generation
         self._on_finish(generation)
 
@@ -228,6 +238,11 @@ class GenerationStream:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+#: What makes an assembled Generation final (`GenerationStream`'s ``finish``): given it
+#: and this run's fields for it (turn, attempts, ...), the Generation to keep.
+Finisher = Callable[[Generation, dict[str, Any]], Generation]
 
 
 def _nothing() -> None:
@@ -595,7 +610,7 @@ class LLM:
             functools.partial(self._finished, plan, ahead.stream.tape),
             where=f"{self.endpoint} for {self.name}",
             turn=turn,
-            finish=lambda _assembled: generation.model_copy(update={"turn": turn}),
+            finish=lambda _assembled, _fields: generation.model_copy(update={"turn": turn}),
         )
         with self._lock:
             self._open.append(stream)

@@ -571,3 +571,119 @@ def test_odd_cached_counts(details: object, expected: int | None) -> None:
     assert gen.usage.processed_prompt_tokens == 20 - (expected or 0)
     if expected == 20:
         assert gen.timings.prefill_tokens_per_s is None  # nothing was processed
+
+
+# -- the one-pass reading of the common chunk ------------------------------------------
+
+
+def _common(**choice: Any) -> dict[str, Any]:
+    """The chunk nearly every token comes in, with ``choice``'s fields replaced."""
+    base = chunk("Hi", logprobs=[lp("Hi", -0.25, [("Hi", -0.25), ("Ho", -2.5)])])
+    base["choices"][0].update(choice)
+    return base
+
+
+def _entry(**fields: Any) -> dict[str, Any]:
+    """A chunk whose one logprobs entry has ``fields`` replaced (None: removed)."""
+    entry = lp("Hi", -0.25, [("Hi", -0.25), ("Ho", -2.5)])
+    for key, value in fields.items():
+        if value is None:
+            entry.pop(key)
+        else:
+            entry[key] = value
+    return chunk("Hi", logprobs=[entry])
+
+
+#: Chunks at and around the common shape: each is read in one pass or, when it is not
+#: the common shape, field by field; the two must take the same.
+NEAR_COMMON = {
+    "common": _common(),
+    "no-index": {"choices": [{"delta": {"content": "Hi"}}]},
+    "index-true": _common(index=True),
+    "index-one": _common(index=1),
+    "index-float": _common(index=0.0),
+    "finished": _common(finish_reason="stop"),
+    "finish-number": _common(finish_reason=3),
+    "no-delta": _common(delta=None),
+    "delta-string": _common(delta="oops"),
+    "content-number": _common(delta={"content": 7}),
+    "role-only": _common(delta={"role": "assistant"}),
+    "reasoning": _common(delta={"reasoning_content": "hmm"}),
+    "think-tags": _common(delta={"content": "<think>a</think>b"}),
+    "tool-call": _common(delta={"tool_calls": [{"index": 0, "function": {"name": "f"}}]}),
+    "logprobs-string": _common(logprobs="x"),
+    "logprobs-content-null": _common(logprobs={"content": None}),
+    "logprobs-content-number": _common(logprobs={"content": 3}),
+    "entry-string": _common(logprobs={"content": ["junk"]}),
+    "logprob-int": _entry(logprob=-1),
+    "logprob-bool": _entry(logprob=True),
+    "logprob-string": _entry(logprob="x"),
+    "logprob-missing": _entry(logprob=None),
+    "token-missing": _entry(token=None),
+    "token-number": _entry(token=7),
+    "top-missing": _entry(top_logprobs=None),
+    "top-string": _entry(top_logprobs="x"),
+    "top-entry-string": _entry(top_logprobs=["x"]),
+    "top-logprob-missing": _entry(top_logprobs=[{"token": "x"}, {"token": "a", "logprob": -1}]),
+    "top-logprob-string": _entry(top_logprobs=[{"token": "a", "logprob": "-1"}]),
+    "top-token-number": _entry(top_logprobs=[{"token": 5, "logprob": -1.0}]),
+    "two-choices": {"choices": [_common()["choices"][0], _common(index=1)["choices"][0]]},
+    "no-choices": {"choices": []},
+    "usage": _common() | usage_chunk(3, 1),
+    "timings": _common() | {"timings": {"predicted_per_second": 10.0}},
+    "usage-string": _common() | {"usage": "many"},
+    "not-an-object": [_common()],
+}
+
+
+def _taken(asm: GenerationAssembler, chunks: list[Any]) -> tuple[Any, ...]:
+    """What the assembler made of ``chunks``: each add's text or error, then the whole."""
+    added: list[str] = []
+    for item in chunks:
+        try:
+            added.append(asm.add(item))
+        except ValueError as exc:
+            added.append(f"error: {exc}")
+    gen = asm.finish()
+    return (
+        added,
+        gen.text,
+        gen.reasoning,
+        [(t.token, t.logprob, t.alternatives) for t in gen.tokens],
+        [(c.name, c.tokens) for c in gen.tool_calls],
+        gen.usage,
+        gen.finish_reason,
+        gen.timings.first_token_ns,
+        gen.timings.server,
+    )
+
+
+@pytest.mark.parametrize("top_logprobs", [5, None], ids=["alternatives", "none-asked"])
+@pytest.mark.parametrize("name", list(NEAR_COMMON))
+def test_one_pass_reading_takes_what_field_by_field_reading_takes(
+    name: str, top_logprobs: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common chunk is checked and read in one pass (`_add_common`); any other is
+    left whole to `chunk_problem` and the field-by-field reading. A chunk before and
+    after the one under test, with the one-pass reading on and off, takes the same
+    texts, errors, tokens and timings."""
+    chunks = [_common(), NEAR_COMMON[name], _common()]
+    fast = assembler(FakeClock(), top_logprobs=top_logprobs)
+    slow = assembler(FakeClock(), top_logprobs=top_logprobs)
+    monkeypatch.setattr(slow, "_add_common", lambda chunk: None)
+    assert _taken(fast, chunks) == _taken(slow, chunks)
+
+
+def test_the_common_chunk_is_read_in_one_pass() -> None:
+    """The shape of nearly every chunk takes the one pass (not the field-by-field
+    reading): the comparison above covers both readings."""
+    asm = assembler()
+    assert asm._add_common(_common()) == "Hi"
+    assert asm._add_common(_entry(logprob=-1)) == "Hi"
+    assert asm._add_common(_common(delta={"role": "assistant"}, logprobs=None)) == ""
+    for name in ("finished", "tool-call", "logprob-string", "usage", "index-true"):
+        assert asm._add_common(NEAR_COMMON[name]) is None, name
+    assert [(t.token, t.alternatives) for t in asm.finish().tokens] == [
+        ("Hi", (("Hi", -0.25), ("Ho", -2.5))),
+        ("Hi", (("Hi", -0.25), ("Ho", -2.5))),
+    ]

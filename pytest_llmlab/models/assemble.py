@@ -41,7 +41,13 @@ from pytest_llmlab.models.base import (
 )
 from pytest_llmlab.redact import redact_text
 
-__all__ = ["GenerationAssembler", "ThinkSplitter", "chunk_problem", "parse_arguments"]
+__all__ = [
+    "ChunkShapeError",
+    "GenerationAssembler",
+    "ThinkSplitter",
+    "chunk_problem",
+    "parse_arguments",
+]
 
 #: Characters of a bad chunk quoted in the assembler's ValueError.
 _QUOTE_CHARS = 200
@@ -289,6 +295,17 @@ class _CallParts:
         )
 
 
+class ChunkShapeError(ValueError):
+    """A chunk the assembler cannot read: ``problem`` names the field (`chunk_problem`);
+    the message adds the chunk, masked, cut to 200 characters and quoted."""
+
+    def __init__(self, problem: str, chunk: object) -> None:
+        self.problem = problem
+        dumped = json.dumps(chunk, ensure_ascii=False, default=str)
+        # Masked before it is cut (a cut key would show its start), quoted (repr).
+        super().__init__(f"{problem}: {redact_text(dumped)[:_QUOTE_CHARS]!r}")
+
+
 class GenerationAssembler:
     """Feed chunks with `add`; `finish` returns the Generation."""
 
@@ -325,19 +342,19 @@ class GenerationAssembler:
         """The answer so far."""
         return "".join(self._answer)
 
-    def add(self, chunk: dict[str, Any], *, checked: bool = False) -> str:
+    def add(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return the answer text it adds (possibly empty).
 
-        A chunk of the wrong shape (see `chunk_problem`) raises ValueError naming the
-        field and quoting the chunk (cut to 200 characters); nothing of it is taken.
-        ``checked``: the caller has already found no problem (the OpenAI stream checks
-        each chunk as it decodes it), so it is not looked for twice.
+        A chunk of the wrong shape (see `chunk_problem`) raises `ChunkShapeError` (a
+        ValueError) naming the field and quoting the chunk (cut to 200 characters);
+        nothing of it is taken.
         """
-        problem = None if checked else chunk_problem(chunk)
+        taken = self._add_common(chunk)
+        if taken is not None:
+            return taken
+        problem = chunk_problem(chunk)
         if problem is not None:
-            dumped = json.dumps(chunk, ensure_ascii=False, default=str)
-            # Masked before it is cut (a cut key would show its start), quoted (repr).
-            raise ValueError(f"{problem}: {redact_text(dumped)[:_QUOTE_CHARS]!r}")
+            raise ChunkShapeError(problem, chunk)
         usage, timings = chunk.get("usage"), chunk.get("timings")
         if isinstance(usage, dict):
             self._usage = usage
@@ -378,6 +395,75 @@ class GenerationAssembler:
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
         return "".join(added)
+
+    def _add_common(self, chunk: object) -> str | None:
+        """Take a chunk of the shape nearly every chunk has, checked and read in one
+        pass: one choice (index 0) whose delta holds only text (or nothing) and whose
+        logprobs are well-formed tokens, no finish reason, usage or timings. The answer
+        text it adds; None, with nothing taken, for any other chunk, which `add` then
+        checks (`chunk_problem`) and reads field by field. Exact types only (``type()
+        is``): what a JSON parser builds, and the quickest test there is."""
+        if type(chunk) is not dict:
+            return None
+        choices = chunk.get("choices")
+        if type(choices) is not list or len(choices) != 1:
+            return None
+        if chunk.get("usage") is not None or chunk.get("timings") is not None:
+            return None
+        choice = choices[0]
+        if type(choice) is not dict or choice.get("finish_reason") is not None:
+            return None
+        index = choice.get("index", 0)
+        delta = choice.get("delta")
+        if type(index) is not int or index != 0 or type(delta) is not dict:
+            return None
+        content = delta.get("content")
+        if (content is not None and type(content) is not str) or (
+            delta.get("tool_calls") is not None
+            or delta.get("reasoning_content") is not None
+            or delta.get("reasoning") is not None
+        ):
+            return None
+        tokens: list[TokenLogprob] = []
+        logprobs = choice.get("logprobs")
+        if logprobs is not None:
+            if type(logprobs) is not dict:
+                return None
+            entries = logprobs.get("content")
+            if entries is not None:
+                if type(entries) is not list:
+                    return None
+                wanted = self._alternatives_wanted
+                try:
+                    for entry in entries:
+                        # ``+ ""`` and ``+ 0.0`` raise TypeError for anything but a
+                        # string and a number, subscripts KeyError or TypeError.
+                        token, logprob = entry["token"] + "", entry["logprob"] + 0.0
+                        top = entry.get("top_logprobs")
+                        if top is not None and type(top) is not list:
+                            return None
+                        alternatives: tuple[tuple[str, float], ...] = ()
+                        if top and wanted:
+                            alternatives = tuple(
+                                [(alt["token"] + "", alt["logprob"] + 0.0) for alt in top]
+                            )
+                        tokens.append(TokenLogprob.from_pairs(token, logprob, alternatives))
+                except (KeyError, TypeError, AttributeError):
+                    return None
+        # Checked: from here on it is taken.
+        if tokens:
+            self._tokens.extend(tokens)
+        if not content:
+            return ""
+        if self.first_token_ns is None:
+            self.first_token_ns = self._clock_ns()
+        self._content_chunks += 1
+        answer, thought = self._splitter.feed(content)
+        if thought:
+            self._reasoning.append(thought)
+        if answer:
+            self._answer.append(answer)
+        return answer
 
     def _call_delta(self, entry: dict[str, Any]) -> _CallParts:
         """Take one ``delta.tool_calls`` entry into its call (see the module docstring)."""

@@ -440,6 +440,11 @@ class ChunkStream:
         #: Set to record what the answer's body brings, frame by frame (cassettes).
         self.tape: Tape | None = None
         self.chunks_received = 0
+        #: Whether each chunk is checked here (`chunk_problem`) before it is yielded.
+        #: A consumer that checks each one itself, as the assembler does while it
+        #: reads it, sets it False and reports a bad one with `malformed_chunk`.
+        self.check_chunks = True
+        self._last_data = ""  # the last chunk's event data, as it came
         self._choices_seen = False
         self._head = b""  # the body's first bytes, to show what came instead of events
         self._bytes_received = 0
@@ -448,7 +453,7 @@ class ChunkStream:
         self.retried: list[str] = []
         self._retry_note = ""
         self._stale_retried = False
-        self._rng = random.Random()
+        self._rng: random.Random | None = None  # made for a first retry: seeding costs
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self._iterator is None:
@@ -486,6 +491,8 @@ class ChunkStream:
             if policy.retries:
                 self._retry_note = f" (after {self.attempts} attempts)"
             return None
+        if self._rng is None:
+            self._rng = random.Random()
         wait = policy.delay_s(self.attempts, retry_after, self._rng)
         if self._deadline_at is not None and time.monotonic() + wait >= self._deadline_at:
             self._retry_note = (
@@ -586,9 +593,10 @@ class ChunkStream:
 
     @property
     def chunks_checked(self) -> bool:
-        """Whether every chunk this stream yields has passed `chunk_problem`: the base
-        `_read` checks each in `_decode`; a format that reads its own (a subclass's
-        `_read`) builds chunks the assembler must still check."""
+        """Whether this stream checks its chunks (`chunk_problem`, unless its consumer
+        turned ``check_chunks`` off) and keeps each one's data as it came, for
+        `malformed_chunk`: the base `_read` does, in `_decode`; a format that reads its
+        own (a subclass's `_read`) builds chunks the assembler checks."""
         return type(self)._read is ChunkStream._read
 
     def _read(self, response: httpx.Response, where: str) -> Iterator[dict[str, Any]]:
@@ -762,7 +770,15 @@ class ChunkStream:
                 f"error event in stream from {where}: "
                 f"{_shown(str(message), self._owner.redactor())}"
             )
-        problem = chunk_problem(chunk)
-        if problem is not None:
-            raise self._malformed(where, problem, data)
+        self._last_data = data
+        if self.check_chunks:
+            problem = chunk_problem(chunk)
+            if problem is not None:
+                raise self._malformed(where, problem, data)
         return chunk
+
+    def malformed_chunk(self, problem: str) -> StreamError:
+        """The error for the last chunk yielded, found of the wrong shape by its
+        consumer (``check_chunks`` False): the same message as when it is found here."""
+        self.chunks_received -= 1  # the count of chunks before it, as the message says
+        return self._malformed(self._owner._describe(), problem, self._last_data)
