@@ -8,8 +8,9 @@ A child process serves one fixed answer on loopback, as fast as it can: an OpenA
 ``chat.completion.chunk`` event stream of ``--tokens`` tokens (128) with top-``--top``
 (5) logprobs each, its bytes built once (the form of OpenAI's streaming reference,
 https://platform.openai.com/docs/api-reference/chat-streaming, as tests/loopback.py
-sends it), over HTTP/1.1 keep-alive. In this process, alternating which goes first
-each round, ``--generations`` requests through each of:
+sends it), over HTTP/1.1 keep-alive. In this process, ``--generations`` requests per
+round through each of the three, in blocks of ``--block`` (10) taking turns, which goes
+first rotating block by block (so a drift in the machine's speed falls on all three):
 
 * ``meters on``: an `LLM` on the ``vllm:`` provider (loopback: metered) with a
   `MeterSet` of the CPU estimate meter, as a session on a machine without RAPL has;
@@ -114,24 +115,26 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def plugin_s(llm: LLM, args: argparse.Namespace) -> tuple[float, int]:
-    """Seconds for the requests through ``llm.generate``, and the tokens received."""
+def plugin_s(llm: LLM, args: argparse.Namespace, count: int) -> tuple[float, int]:
+    """Seconds for ``count`` requests through ``llm.generate``, and the tokens received."""
     tokens = 0
     started = time.perf_counter()
-    for _ in range(args.generations):
+    for _ in range(count):
         generation = llm.generate("hi", max_tokens=args.tokens, top_logprobs=args.top)
         tokens += len(generation.tokens)
     elapsed = time.perf_counter() - started
-    llm.generations.clear()  # each round starts as the first did
+    llm.generations.clear()  # each block starts as the first did
     return elapsed, tokens
 
 
-def bare_s(client: httpx.Client, url: str, args: argparse.Namespace) -> tuple[float, int]:
+def bare_s(
+    client: httpx.Client, url: str, args: argparse.Namespace, count: int
+) -> tuple[float, int]:
     body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "stream": True,
             "logprobs": True, "top_logprobs": args.top, "max_tokens": args.tokens}  # fmt: skip
     tokens = 0
     started = time.perf_counter()
-    for _ in range(args.generations):
+    for _ in range(count):
         parts: list[str] = []
         kept: list[tuple[str, float, list[tuple[str, float]]]] = []
         with client.stream("POST", f"{url}/chat/completions", json=body) as response:
@@ -154,12 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--block", type=int, default=10, help="generations of one side before the next's turn"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve(args)
-    if min(args.generations, args.tokens, args.rounds) < 1:
-        parser.error("--generations, --tokens and --rounds must be at least 1")
+    if min(args.generations, args.tokens, args.rounds, args.block) < 1:
+        parser.error("--generations, --tokens, --rounds and --block must be at least 1")
 
     command = [sys.executable, __file__, "--serve", "--tokens", str(args.tokens),
                "--top", str(args.top)]  # fmt: skip
@@ -179,15 +185,26 @@ def main(argv: list[str] | None = None) -> int:
             for llm in (metered, plain):  # warm: connection, probe, first imports
                 llm.generate("hi", max_tokens=args.tokens, top_logprobs=args.top)
                 llm.generations.clear()
-            bare_s(client, url, argparse.Namespace(**{**vars(args), "generations": 3}))
+            bare_s(client, url, args, 3)
             order = list(sides)
+            blocks = [args.block] * (args.generations // args.block)
+            if args.generations % args.block:
+                blocks.append(args.generations % args.block)
             for round_no in range(args.rounds):
-                for name in order[round_no % 3 :] + order[: round_no % 3]:
-                    if name == "bare":
-                        sides[name].append(bare_s(client, url, args))
-                    else:
-                        llm = metered if name == "meters on" else plain
-                        sides[name].append(plugin_s(llm, args))
+                spent = dict.fromkeys(sides, (0.0, 0))
+                # Short blocks of each side in turn: the machine's drift in speed
+                # (a shared VM's tens of percent) falls on all three alike.
+                for block_no, count in enumerate(blocks):
+                    turn = (round_no + block_no) % 3
+                    for name in order[turn:] + order[:turn]:
+                        if name == "bare":
+                            seconds, tokens = bare_s(client, url, args, count)
+                        else:
+                            llm = metered if name == "meters on" else plain
+                            seconds, tokens = plugin_s(llm, args, count)
+                        spent[name] = (spent[name][0] + seconds, spent[name][1] + tokens)
+                for name, total in spent.items():
+                    sides[name].append(total)
         finally:
             client.close()
             metered.close()

@@ -92,6 +92,9 @@ class CassetteWarning(UserWarning):
 
 def _canonical(value: Any) -> Any:
     """JSON values with whole floats as ints (``1.0`` and ``1`` ask for the same)."""
+    kind = type(value)
+    if kind is str or value is None:  # most leaves: the texts of the messages
+        return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
@@ -117,7 +120,7 @@ def request_fields(spec: ModelSpec, request: Request) -> dict[str, Any]:
             "tool_choice": request.tool_choice,
             "logprobs": request.logprobs,
             "top_logprobs": request.top_logprobs,
-            "params": json.loads(json.dumps(request.params, default=str)),
+            "params": json.loads(json.dumps(request.params, default=str)) if request.params else {},
         }
     )
     return fields

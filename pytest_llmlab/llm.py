@@ -138,6 +138,7 @@ class GenerationStream:
         quoting = handle if isinstance(handle, ChunkStream) and handle.chunks_checked else None
         if quoting is not None:
             quoting.check_chunks = False
+        unmarked = self._window  # marked at the first token, then None
         try:
             for index, chunk in enumerate(handle):
                 try:
@@ -148,8 +149,9 @@ class GenerationStream:
                     raise StreamError(
                         f"malformed chunk in stream from {self._where} after {index} chunks: {exc}"
                     ) from None
-                if self._window is not None and self._assembler.first_token_ns is not None:
-                    self._window.mark_first_token()
+                if unmarked is not None and self._assembler.first_token_ns is not None:
+                    unmarked.mark_first_token()
+                    unmarked = None
                 if text:
                     yield text
         except LLMLabError as exc:  # a refused connection too: record, then raise

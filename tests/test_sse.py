@@ -9,10 +9,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_llmlab.models.sse import ServerSentEvent, iter_events, iter_lines
+from pytest_llmlab.models.sse import (
+    MAX_EVENT_SIZE,
+    EventReader,
+    ServerSentEvent,
+    iter_events,
+    iter_lines,
+)
 
 
 def events(text: str) -> list[ServerSentEvent]:
@@ -183,3 +190,83 @@ def test_iter_lines_is_independent_of_chunking(text: str, cuts: list[int]) -> No
     if expected and expected[-1] == "":
         expected.pop()  # a final line end does not start another line
     assert list(iter_lines(chunks)) == expected
+
+
+# -- EventReader: the two stages in one, with its quick path for whole blocks -------------
+
+_sse_piece = st.sampled_from(
+    ["data: ", "data:", "data: x", "event: e", "id: 7", "retry: 5", ": c", "x", " ", "\n", "\n",
+     "\n\n", "\r", "\r\n"]
+)  # fmt: skip
+
+
+def _read(chunks: list[str], max_size: int | None = MAX_EVENT_SIZE) -> tuple[object, ...]:
+    reader = EventReader(max_size=max_size)
+    events: list[ServerSentEvent] = []
+    for chunk in chunks:
+        events.extend(reader.feed(chunk))
+    return events, reader.end()
+
+
+def _staged(chunks: list[str], max_size: int | None = MAX_EVENT_SIZE) -> tuple[object, ...]:
+    unfinished: list[ServerSentEvent] = []
+    events = list(
+        iter_events(iter_lines(chunks, max_size=max_size), max_size=max_size,
+                    on_incomplete=unfinished.append)
+    )  # fmt: skip
+    return events, (unfinished[0] if unfinished else None)
+
+
+def _cut(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({c for c in cuts if c <= len(text)})
+    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(
+    pieces=st.lists(_sse_piece, max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=80), max_size=6),
+)
+def test_event_reader_reads_as_the_two_stages_do(pieces: list[str], cuts: list[int]) -> None:
+    """Whatever the text and wherever it is cut, `EventReader` dispatches the events,
+    with their ids and retry times, and hands over the unfinished one, exactly as
+    `iter_lines` then `iter_events` do: its quick path for whole blocks included."""
+    chunks = _cut("".join(pieces), cuts)
+    assert _read(chunks) == _staged(chunks)
+
+
+def test_event_reader_takes_whole_blocks_and_what_follows_them() -> None:
+    """The chunks servers flush: whole one-line events at once, an id set line by
+    line in between, and a block cut across chunks, which the next chunk finishes."""
+    reader = EventReader()
+    assert reader.feed('data: {"a": 1}\n\ndata: [DONE]\n\n') == [
+        ServerSentEvent("message", '{"a": 1}'),
+        ServerSentEvent("message", "[DONE]"),
+    ]
+    assert reader.feed("id: 4\ndata: b\n\n\n\ndata: c\n\ndata: d") == [
+        ServerSentEvent("message", "b", "4"),
+        ServerSentEvent("message", "c", "4"),
+    ]
+    assert reader.feed("e\n\ndata: f\n\n") == [
+        ServerSentEvent("message", "de", "4"),
+        ServerSentEvent("message", "f", "4"),
+    ]
+    assert reader.end() is None
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ["data: " + "x" * 20 + "\n\n"],
+        ["data: " + "x" * 8, "x" * 12 + "\n\n"],
+        ["data: xxxx\n" * 5 + "\n"],
+    ],
+    ids=["one-block", "cut", "many-lines"],
+)
+def test_event_reader_limits_each_event(chunks: list[str]) -> None:
+    """A line or an event over the size limit raises ValueError, on the quick path or
+    line by line, as the stages do."""
+    with pytest.raises(ValueError, match="an event larger than 16 characters"):
+        _read(chunks, max_size=16)
+    with pytest.raises(ValueError, match="an event larger than 16 characters"):
+        _staged(chunks, max_size=16)

@@ -37,13 +37,7 @@ from pytest_llmlab.models.base import Request
 from pytest_llmlab.models.providers import PROVIDERS
 from pytest_llmlab.models.replay import Tape
 from pytest_llmlab.models.retry import RETRY_STATUSES, RetryPolicy, retry_after_s
-from pytest_llmlab.models.sse import (
-    ServerSentEvent,
-    decode,
-    is_event_stream,
-    iter_events,
-    iter_lines,
-)
+from pytest_llmlab.models.sse import EventReader, ServerSentEvent, decode, is_event_stream
 from pytest_llmlab.redact import Redactor, current, terminal_safe, url_secrets
 
 __all__ = [
@@ -688,15 +682,17 @@ class ChunkStream:
         """The body's events (UTF-8, WHATWG rules); one over the size limit per event
         is a StreamError."""
         __tracebackhide__ = hide_own_frames
+        reader = EventReader()
         try:
-            yield from iter_events(
-                iter_lines(decode(self._body_bytes(response, where))),
-                on_incomplete=on_incomplete,
-            )
+            for text in decode(self._body_bytes(response, where)):
+                yield from reader.feed(text)
+            unfinished = reader.end()
         except ValueError as exc:  # the parser's limit, with its reason
             raise StreamError(
                 f"stream from {where} failed after {self.chunks_received} chunks: {exc}"
             ) from None
+        if unfinished is not None:
+            on_incomplete(unfinished)
 
     def _body_bytes(self, response: httpx.Response, where: str) -> Iterator[bytes]:
         """The body as it arrives, its first bytes kept, the deadline checked on every
