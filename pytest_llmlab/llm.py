@@ -22,7 +22,7 @@ from pytest_llmlab.energy.meters import MeterSet, OpenWindow
 from pytest_llmlab.energy.reading import EnergyReading
 from pytest_llmlab.errors import LLMLabError, StreamError, hide_own_frames
 from pytest_llmlab.generation_stats import Samples
-from pytest_llmlab.models.assemble import ChunkShapeError, GenerationAssembler
+from pytest_llmlab.models.assemble import GenerationAssembler
 from pytest_llmlab.models.base import (
     Generation,
     Message,
@@ -144,8 +144,9 @@ class GenerationStream:
                 try:
                     text = self._assembler.add(chunk)
                 except ValueError as exc:  # a chunk of the wrong shape
-                    if quoting is not None and isinstance(exc, ChunkShapeError):
-                        raise quoting.malformed_chunk(exc.problem) from None
+                    problem = self._assembler.problem
+                    if quoting is not None and problem is not None:
+                        raise quoting.malformed_chunk(problem) from None
                     raise StreamError(
                         f"malformed chunk in stream from {self._where} after {index} chunks: {exc}"
                     ) from None

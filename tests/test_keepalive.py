@@ -62,11 +62,16 @@ class KeepAliveDouble:
                     return
                 self.served = served + 1
                 double.requests += 1
+                # llama.cpp's /tokenize answers the count, with the same reuse rules.
+                tokenize = self.path.endswith("/tokenize")
+                answer = b'{"tokens": [1, 2, 3]}' if tokenize else body
                 self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.send_header("content-length", str(len(body)))
+                self.send_header(
+                    "content-type", "application/json" if tokenize else "text/event-stream"
+                )
+                self.send_header("content-length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -149,5 +154,21 @@ def test_without_keep_alive_every_request_opens_a_connection() -> None:
         assert double.connections == 2
     finally:
         llm.close()
+        provider.close()
+        double.close()
+
+
+def test_a_token_count_on_a_kept_connection_the_server_closed_is_asked_again() -> None:
+    """llama.cpp's ``/tokenize`` (the count behind ``injection_tokens``) on a kept
+    connection the server dropped unanswered is asked again on a new one, not given
+    up as unknown."""
+    double = KeepAliveDouble(_body(), one_per_connection=True)
+    provider = OpenAICompatible(
+        model="tiny", display="local:tiny", base_url=double.base_url, llama_tokenizer=True
+    )
+    try:
+        assert [provider.count_tokens("a b c"), provider.count_tokens("a b c")] == [3, 3]
+        assert (double.requests, double.dropped, double.connections) == (2, 1, 2)
+    finally:
         provider.close()
         double.close()

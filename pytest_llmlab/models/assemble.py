@@ -42,7 +42,6 @@ from pytest_llmlab.models.base import (
 from pytest_llmlab.redact import redact_text
 
 __all__ = [
-    "ChunkShapeError",
     "GenerationAssembler",
     "ThinkSplitter",
     "chunk_problem",
@@ -295,17 +294,6 @@ class _CallParts:
         )
 
 
-class ChunkShapeError(ValueError):
-    """A chunk the assembler cannot read: ``problem`` names the field (`chunk_problem`);
-    the message adds the chunk, masked, cut to 200 characters and quoted."""
-
-    def __init__(self, problem: str, chunk: object) -> None:
-        self.problem = problem
-        dumped = json.dumps(chunk, ensure_ascii=False, default=str)
-        # Masked before it is cut (a cut key would show its start), quoted (repr).
-        super().__init__(f"{problem}: {redact_text(dumped)[:_QUOTE_CHARS]!r}")
-
-
 class GenerationAssembler:
     """Feed chunks with `add`; `finish` returns the Generation."""
 
@@ -336,6 +324,8 @@ class GenerationAssembler:
         self._usage: dict[str, Any] | None = None
         self._server_timings: dict[str, Any] = {}
         self.finish_reason: str | None = None
+        #: Why the chunk `add` last refused has the wrong shape (`chunk_problem`).
+        self.problem: str | None = None
 
     @property
     def text(self) -> str:
@@ -345,16 +335,19 @@ class GenerationAssembler:
     def add(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return the answer text it adds (possibly empty).
 
-        A chunk of the wrong shape (see `chunk_problem`) raises `ChunkShapeError` (a
-        ValueError) naming the field and quoting the chunk (cut to 200 characters);
-        nothing of it is taken.
+        A chunk of the wrong shape (see `chunk_problem`) raises ValueError naming the
+        field and quoting the chunk (cut to 200 characters), its phrase kept in
+        `problem`; nothing of it is taken.
         """
         taken = self._add_common(chunk)
         if taken is not None:
             return taken
         problem = chunk_problem(chunk)
         if problem is not None:
-            raise ChunkShapeError(problem, chunk)
+            self.problem = problem
+            dumped = json.dumps(chunk, ensure_ascii=False, default=str)
+            # Masked before it is cut (a cut key would show its start), quoted (repr).
+            raise ValueError(f"{problem}: {redact_text(dumped)[:_QUOTE_CHARS]!r}")
         usage, timings = chunk.get("usage"), chunk.get("timings")
         if isinstance(usage, dict):
             self._usage = usage

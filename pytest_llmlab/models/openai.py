@@ -375,14 +375,22 @@ class OpenAICompatible:
         if not self._llama_tokenizer:
             return None
         root = self.base_url.removesuffix("/v1")
-        try:
-            response = self._client.post(
-                f"{root}/tokenize", json={"content": text, "add_special": False}
-            )
-            tokens = response.json().get("tokens") if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return None
-        return len(tokens) if isinstance(tokens, list) else None
+        for attempt in (1, 2):
+            try:
+                response = self._client.post(
+                    f"{root}/tokenize", json={"content": text, "add_special": False}
+                )
+                tokens = response.json().get("tokens") if response.status_code == 200 else None
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                # A kept-alive connection the server had closed (as llama.cpp's does):
+                # the count is idempotent, so once more on a new one.
+                if attempt == 2:
+                    return None
+                continue
+            except (httpx.HTTPError, ValueError, AttributeError):
+                return None
+            return len(tokens) if isinstance(tokens, list) else None
+        return None
 
     def close(self) -> None:
         self._client.close()
