@@ -302,7 +302,7 @@ class LMStudioProvider(OpenAICompatible):
         """``GET /api/v0/models``: a 200 model list means native (its entry for this
         model is kept for `model_facts`); anything else, ``/v1``."""
         try:
-            response = self._client.get(f"{self.root}{MODELS_PATH}")
+            response = self.ask("GET", f"{self.root}{MODELS_PATH}")
             entries = _model_list(response.json()) if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return False

@@ -516,7 +516,7 @@ class OllamaProvider(OpenAICompatible):
 
     def _check_model(self) -> Exception | bool:
         try:
-            response = self._client.post(f"{self.base_url}/api/show", json={"model": self.model})
+            response = self.ask("POST", f"{self.base_url}/api/show", json={"model": self.model})
         except httpx.HTTPError:
             return True  # the real request will say what is wrong
         if response.status_code == 404 and _MODEL_NOT_FOUND.search(response.text):
@@ -545,8 +545,8 @@ class OllamaProvider(OpenAICompatible):
             show = self._show
             if show is None:
                 try:
-                    response = self._client.post(
-                        f"{self.base_url}/api/show", json={"model": self.model}
+                    response = self.ask(
+                        "POST", f"{self.base_url}/api/show", json={"model": self.model}
                     )
                     show = response.json() if response.status_code == 200 else None
                 except (httpx.HTTPError, ValueError):
@@ -554,7 +554,7 @@ class OllamaProvider(OpenAICompatible):
             facts = _facts(show) if isinstance(show, dict) else {}
             facts["runtime"] = "ollama"
             try:
-                response = self._client.get(f"{self.base_url}/api/version")
+                response = self.ask("GET", f"{self.base_url}/api/version")
                 version = response.json().get("version") if response.status_code == 200 else None
             except (httpx.HTTPError, ValueError, AttributeError):
                 version = None

@@ -375,22 +375,24 @@ class OpenAICompatible:
         if not self._llama_tokenizer:
             return None
         root = self.base_url.removesuffix("/v1")
-        for attempt in (1, 2):
-            try:
-                response = self._client.post(
-                    f"{root}/tokenize", json={"content": text, "add_special": False}
-                )
-                tokens = response.json().get("tokens") if response.status_code == 200 else None
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-                # A kept-alive connection the server had closed (as llama.cpp's does):
-                # the count is idempotent, so once more on a new one.
-                if attempt == 2:
-                    return None
-                continue
-            except (httpx.HTTPError, ValueError, AttributeError):
-                return None
-            return len(tokens) if isinstance(tokens, list) else None
-        return None
+        try:
+            response = self.ask(
+                "POST", f"{root}/tokenize", json={"content": text, "add_special": False}
+            )
+            tokens = response.json().get("tokens") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return len(tokens) if isinstance(tokens, list) else None
+
+    def ask(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A request that only reads (a model list, a token count, a version): sent
+        once more, at once, when the kept-alive connection it went out on had been
+        closed by the server (llama.cpp's server closes them), which reading twice
+        cannot harm. httpx's errors otherwise, as ``Client.request`` raises them."""
+        try:
+            return self._client.request(method, url, **kwargs)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            return self._client.request(method, url, **kwargs)
 
     def close(self) -> None:
         self._client.close()
