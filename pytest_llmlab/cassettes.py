@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from pytest_llmlab import wirejson
 from pytest_llmlab.energy.reading import EnergyReading
 from pytest_llmlab.errors import CassetteError, CassetteMiss, LLMLabError, hide_own_frames
 from pytest_llmlab.models.base import Generation, Request, StreamHandle, Timings
@@ -271,7 +272,7 @@ class CassetteFile:
     def _parse(self, line: str, number: int) -> Stored:
         where = f"{self.shown}:{number}"
         try:
-            entry = json.loads(line)
+            entry = wirejson.loads(line)
         except ValueError as exc:
             raise CassetteError(f"{where}: not a JSON line ({_reason(exc)})") from None
         problem = _entry_problem(entry)
@@ -329,7 +330,7 @@ class CassetteFile:
             latest: dict[tuple[str, int], str] = {}
             for line in lines:
                 try:
-                    entry = json.loads(line)
+                    entry = wirejson.loads(line)
                 except ValueError:
                     return
                 if _entry_problem(entry) is not None:

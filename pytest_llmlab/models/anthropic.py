@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from pytest_llmlab import wirejson
 from pytest_llmlab.errors import StreamError, hide_own_frames
 from pytest_llmlab.extract import json_kind
 from pytest_llmlab.models.base import Message, Request
@@ -370,7 +371,7 @@ class AnthropicStream(ChunkStream):
     def _data(self, event: ServerSentEvent, where: str) -> dict[str, Any]:
         __tracebackhide__ = hide_own_frames
         try:
-            data = json.loads(event.data)
+            data = wirejson.loads(event.data)
         except ValueError:
             raise StreamError(
                 f"malformed JSON in stream from {where} after {self.chunks_received} "
@@ -408,7 +409,7 @@ class AnthropicStream(ChunkStream):
     @staticmethod
     def _is_stop(event: ServerSentEvent) -> bool:
         try:
-            data = json.loads(event.data)
+            data = wirejson.loads(event.data)
         except ValueError:
             return False
         return isinstance(data, dict) and data.get("type") == "message_stop"

@@ -57,6 +57,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from pytest_llmlab import wirejson
 from pytest_llmlab.errors import HTTPStatusError, StreamError, hide_own_frames
 from pytest_llmlab.extract import json_kind
 from pytest_llmlab.models.base import Message, Request
@@ -224,7 +225,7 @@ class GeminiStream(ChunkStream):
     def _chunk(self, data: str, where: str) -> dict[str, Any]:
         __tracebackhide__ = hide_own_frames
         try:
-            payload = json.loads(data)
+            payload = wirejson.loads(data)
         except ValueError:
             raise StreamError(
                 f"malformed JSON in stream from {where} after {self.chunks_received} "

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from pytest_llmlab import wirejson
 from pytest_llmlab.errors import (
     EndpointUnreachable,
     GenerationError,
@@ -758,7 +759,7 @@ class ChunkStream:
     def _decode(self, data: str, where: str) -> dict[str, Any]:
         __tracebackhide__ = hide_own_frames
         try:
-            chunk = json.loads(data)
+            chunk = wirejson.loads(data)
         except ValueError:
             raise StreamError(
                 f"malformed JSON in stream from {where} after {self.chunks_received} "
