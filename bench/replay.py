@@ -19,6 +19,10 @@ alternating which goes first each round:
   then of each frame's ``data:`` payload, collecting each generation's content and
   every token's logprob and top alternatives (kept, as ``llm.generations`` keeps its).
 
+A third side, ``msgspec``, is the bare loop with msgspec's JSON decoder, the parser the
+plugin uses (`pytest_llmlab.wirejson`): the plugin against it shows what the plugin
+costs beyond the parse alone (printed, no target).
+
 Printed: each side's best round, in seconds (wall; the file's loading apart; the CPU
 time and the cyclic garbage collector's share beside it) and microseconds per token,
 their ratio per token (the median over rounds of each round's plugin/bare: the two run
@@ -42,9 +46,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
+
+import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -219,8 +226,9 @@ def replay_once(
     return Round(loaded - start, end - start, cpu, clock.seconds, clock.full, texts, tokens)
 
 
-def bare_once(path: Path) -> Round:
-    """The same cassette file with a plain ``json.loads`` loop."""
+def bare_once(path: Path, loads: Callable[[str], Any] = json.loads) -> Round:
+    """The same cassette file with a plain ``loads`` loop (`json.loads`; msgspec's
+    decoder for the line that shows what the plugin's parser alone gives)."""
     texts: list[str] = []
     kept: list[list[BareToken]] = []
     tokens = 0
@@ -228,7 +236,7 @@ def bare_once(path: Path) -> Round:
         cpu = time.process_time()
         start = time.perf_counter()
         with path.open(encoding="utf-8") as handle:
-            entries = [json.loads(line) for line in handle if line.strip()]
+            entries = [loads(line) for line in handle if line.strip()]
         loaded = time.perf_counter()
         for entry in entries:
             parts: list[str] = []
@@ -240,7 +248,7 @@ def bare_once(path: Path) -> Round:
                     payload = line[6:]
                     if payload == "[DONE]":
                         break
-                    chunk = json.loads(payload)
+                    chunk = loads(payload)
                     for choice in chunk.get("choices") or ():
                         parts.append((choice.get("delta") or {}).get("content") or "")
                         for token in (choice.get("logprobs") or {}).get("content") or ():
@@ -321,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-        plugin, bare = Side("plugin"), Side("bare")
+        plugin, bare, fast = Side("plugin"), Side("bare"), Side("msgspec")
+        fast_loads = msgspec.json.Decoder().decode
         for round_no in range(args.rounds):
             for side in (plugin, bare) if round_no % 2 == 0 else (bare, plugin):
                 gc.collect()
@@ -329,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                     side.rounds.append(replay_once(spec, folder, root, test_file, args))
                 else:
                     side.rounds.append(bare_once(path))
+            gc.collect()
+            fast.rounds.append(bare_once(path, fast_loads))
 
         expected = args.generations * args.tokens
         same_text = all(r.texts == recorded for r in plugin.rounds)
@@ -342,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"best of {args.rounds} round(s) each, alternating which goes first:")
         print(_line(plugin))
         print(_line(bare))
+        print(_line(fast))
         p, b = plugin.best, bare.best
         best_ratio = (p.total_s / max(1, p.tokens)) / (b.total_s / max(1, b.tokens))
         # Each round's two sides ran back to back: their ratio is what a noisy machine
@@ -357,6 +369,14 @@ def main(argv: list[str] | None = None) -> int:
             f"(file load {p.load_s / b.load_s:.2f}x, "
             f"rest {(p.total_s - p.load_s) / (b.total_s - b.load_s):.2f}x; "
             f"cpu {p.cpu_s / b.cpu_s:.2f}x)"
+        )
+        to_fast = statistics.median(
+            (q.total_s / max(1, q.tokens)) / (c.total_s / max(1, c.tokens))
+            for q, c in zip(plugin.rounds, fast.rounds, strict=True)
+        )
+        print(
+            f"the plugin reads JSON with msgspec (pytest_llmlab.wirejson): against a bare "
+            f"loop with msgspec's decoder too it is {to_fast:.2f}x per token (no target)"
         )
         print(
             f"target: {args.generations:,} replays under {TOTAL_TARGET_S:g} s: "
