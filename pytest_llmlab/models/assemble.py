@@ -41,12 +41,7 @@ from pytest_llmlab.models.base import (
 )
 from pytest_llmlab.redact import redact_text
 
-__all__ = [
-    "GenerationAssembler",
-    "ThinkSplitter",
-    "chunk_problem",
-    "parse_arguments",
-]
+__all__ = ["GenerationAssembler", "ThinkSplitter", "chunk_problem", "parse_arguments"]
 
 #: Characters of a bad chunk quoted in the assembler's ValueError.
 _QUOTE_CHARS = 200

@@ -258,13 +258,12 @@ class EventReader:
     def __init__(self, *, max_size: int | None = MAX_EVENT_SIZE) -> None:
         self._lines = _LineSplitter(max_size)
         self._events = _EventBuilder(max_size)
-        self._max_size = max_size
 
     def feed(self, text: str) -> list[ServerSentEvent]:
         """The events ``text`` completes, in order; ValueError for a line or an event
         over the size limit."""
         builder = self._events
-        max_size = self._max_size
+        max_size = self._lines.max_size
         if "\r" in text or (max_size is not None and len(text) > max_size):
             return self._by_line(text)
         events: list[ServerSentEvent] = []
